@@ -1,0 +1,90 @@
+"""Charts: training curves from history CSVs, confusion matrices, class counts, face grids."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .data import CLASSES
+
+
+def read_history(path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "") -> plt.Figure:
+    """Loss and accuracy per epoch, train (dashed) vs PublicTest (solid), one colour per run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, history) in enumerate(histories.items()):
+        df = history if isinstance(history, pd.DataFrame) else read_history(history)
+        color = f"C{i}"
+        ax_loss.plot(df["epoch"], df["train_loss"], "--", color=color, label=f"{name} train")
+        ax_loss.plot(df["epoch"], df["val_loss"], "-", color=color, label=f"{name} PublicTest")
+        ax_acc.plot(df["epoch"], df["train_acc"], "--", color=color, label=f"{name} train")
+        ax_acc.plot(df["epoch"], df["val_acc"], "-", color=color, label=f"{name} PublicTest")
+        best = df["val_acc"].idxmax()
+        ax_acc.annotate(f"{df['val_acc'][best]:.1%}", (df["epoch"][best], df["val_acc"][best]),
+                        textcoords="offset points", xytext=(0, 6), ha="center", color=color)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(confusion, title: str = "", normalize: bool = True) -> plt.Figure:
+    """Confusion matrix, rows = true class; normalized per row (= recall on the diagonal)."""
+    matrix = np.asarray(confusion, dtype=float)
+    shown = matrix / matrix.sum(1, keepdims=True).clip(min=1) if normalize else matrix
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    for i in range(len(CLASSES)):
+        for j in range(len(CLASSES)):
+            ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else f"{int(shown[i, j])}", ha="center",
+                    va="center", fontsize=8, color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_counts(counts: pd.DataFrame) -> plt.Figure:
+    """Bar chart of a classes x splits table of counts."""
+    ax = counts.plot.bar(figsize=(9, 4), rot=0)
+    ax.set(ylabel="images", title="FER-2013 images per class and split")
+    ax.grid(axis="y", alpha=0.3)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_faces(images, labels, per_class: int = 8, title: str = "") -> plt.Figure:
+    """A grid: one row per class, `per_class` faces each (the first ones of that class)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(per_class * 0.9, len(CLASSES) * 1.0))
+    for row, name in enumerate(CLASSES):
+        picks = np.flatnonzero(labels == row)[:per_class]
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.axis("off")
+            if col < len(picks):
+                ax.imshow(images[picks[col]], cmap="gray", vmin=0, vmax=255)
+        axes[row, 0].set_title(name, fontsize=8, loc="left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: plt.Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -1,0 +1,254 @@
+"""Training: one loop for CPU and CUDA. Train an epoch, evaluate on PublicTest, log, checkpoint.
+
+The uint8 training set lives on the training device as one tensor and is augmented there in batches
+(`fer.data.augment`), so there are no DataLoader workers. The learning rate follows warm-up + cosine over
+the run's progress, which is the larger of steps done / steps planned and seconds used / --time-budget:
+a time budget therefore compresses the whole schedule instead of cutting it off at a high rate.
+
+Files, for --out trained_models/NAME.safetensors:
+  trained_models/NAME.safetensors          best-on-PublicTest weights, float16, config in the metadata
+  trained_models/NAME.history.csv          one row per epoch
+  trained_models/checkpoints/NAME/last.pt  everything --resume needs (written atomically)
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import AugmentConfig, augment, load_split, normalize
+from .evaluate import autocast_for, evaluate
+from .model import DEFAULT_DROPOUT, ModelConfig, build_model
+from .weights import save_weights
+
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
+                  "images_per_second")
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None            # folder, zip or CSV; None: $FER_DATA, then dataset_1/
+    model: str = "resnet50_dropout"
+    dropout: float | None = None       # None: the model's default (0.1 for resnet50_dropout)
+    head_dropout: float = 0.0
+    stem: str = "imagenet"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1                    # peak learning rate of SGD with Nesterov momentum
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup: float = 0.15               # fraction of the run spent warming up
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    subset: int | None = None          # train on this many images only (smoke runs)
+    val_subset: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    time_budget: float | None = None   # seconds for the whole run; the schedule fits inside it
+    out: str = "trained_models/resnet50_dropout.safetensors"
+    resume: bool = False
+    compile: bool = False
+    progress: bool = True              # tqdm bars
+
+    def model_config(self) -> ModelConfig:
+        dropout = DEFAULT_DROPOUT[self.model] if self.dropout is None else self.dropout
+        return ModelConfig(arch=self.model, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if isinstance(values.get("augment"), dict):
+            values["augment"] = AugmentConfig(**values["augment"])
+        return cls(**values)
+
+
+def paths_for(out) -> dict[str, Path]:
+    out = Path(out)
+    return {"weights": out, "history": out.with_suffix(".history.csv"),
+            "checkpoint": out.parent / "checkpoints" / out.stem / "last.pt"}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(progress: float, peak: float, warmup: float) -> float:
+    if progress < warmup:
+        return peak * progress / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state: dict, generator,
+                    device, on_step=None) -> dict:
+    """One pass over the shuffled training set; stops early when the run's progress reaches 1."""
+    model.train()
+    n = len(labels)
+    steps_per_epoch = n // cfg.batch_size or 1
+    total_steps = steps_per_epoch * cfg.epochs
+    order = torch.randperm(n, generator=generator, device=device)
+    loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    start = time.perf_counter()
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {state['epoch'] + 1}", leave=False,
+               disable=not cfg.progress)
+    for i in bar:
+        progress = state["step"] / total_steps
+        if cfg.time_budget:
+            progress = max(progress, (state["seconds"] + time.perf_counter() - start) / cfg.time_budget)
+        if progress >= 1:
+            break
+        lr = lr_at(progress, cfg.lr, cfg.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        x = augment(normalize(images_u8[index]), cfg.augment, generator)
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = labels[index]
+        with autocast_for(device):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state["step"] += 1
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if cfg.progress and i % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
+        if on_step is not None:
+            on_step(state)
+    seconds = time.perf_counter() - start
+    state["seconds"] += seconds
+    return {"lr": optimizer.param_groups[0]["lr"], "train_loss": (loss_sum / max(seen, 1)).item(),
+            "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds,
+            "images_per_second": seen / seconds if seconds > 0 else 0.0, "finished": seen == 0 or
+            (cfg.time_budget is not None and state["seconds"] >= cfg.time_budget) or
+            state["step"] >= total_steps}
+
+
+def save_checkpoint(path: Path, model, optimizer, state: dict, cfg: TrainConfig, generator) -> None:
+    """Written to a temp file and renamed, so the checkpoint on disk is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
+                  "step": state["step"], "seconds": state["seconds"], "best_acc": state["best_acc"],
+                  "history": state["history"], "args": cfg.to_dict(),
+                  "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
+                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for truncated or foreign files
+        raise ValueError(f"cannot resume from '{path}': not a complete fer checkpoint "
+                         f"({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "optimizer", "epoch", "args"} <= checkpoint.keys():
+        raise ValueError(f"cannot resume from '{path}': not a fer training checkpoint")
+    return checkpoint
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row[k] for k in HISTORY_FIELDS})
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, on_epoch=None, on_step=None) -> dict:
+    """Train, keeping the best-on-PublicTest weights; returns the final state (history, best_acc, ...)."""
+    device = pick_device(cfg.device)
+    files = paths_for(cfg.out)
+    model_cfg = cfg.model_config()
+    seed_everything(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    train_set = load_split(cfg.data, "train").subset(cfg.subset, cfg.seed)
+    val_set = load_split(cfg.data, "public").subset(cfg.val_subset, cfg.seed)
+    images_u8, labels = train_set.images.to(device), train_set.labels.to(device)
+
+    model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and biases: no weight decay
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    state = {"epoch": 0, "step": 0, "seconds": 0.0, "best_acc": -1.0, "history": []}
+
+    if cfg.resume and files["checkpoint"].exists():
+        checkpoint = load_checkpoint(files["checkpoint"])
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = {k: checkpoint[k] for k in ("epoch", "step", "seconds", "best_acc", "history")}
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        generator.set_state(checkpoint["rng"]["generator"])
+        if device.type == "cuda" and checkpoint["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        write_history(files["history"], state["history"])  # drop rows of an epoch that was not checkpointed
+        print(f"resumed from {files['checkpoint']} at epoch {state['epoch']}")
+
+    step_model = torch.compile(model) if cfg.compile else model
+    print(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
+          f"{len(train_set)} train, {len(val_set)} PublicTest images")
+    while state["epoch"] < cfg.epochs:
+        epoch_start = time.perf_counter()
+        stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device,
+                                on_step)
+        if stats["train_seconds"] == 0 and stats["finished"]:
+            break
+        val = evaluate(model, val_set, device=device)
+        state["epoch"] += 1
+        state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
+        row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
+               "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
+               "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
+               "seconds": round(state["seconds"], 1), "images_per_second": round(stats["images_per_second"], 1)}
+        state["history"].append(row)
+        if val["accuracy"] > state["best_acc"]:
+            state["best_acc"] = val["accuracy"]
+            save_weights(model, model_cfg, files["weights"], public_acc=round(val["accuracy"], 5),
+                         epoch=state["epoch"], train_seconds=round(state["seconds"], 1),
+                         train_config=cfg.to_dict(), device=_device_name(device))
+        save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator)
+        write_history(files["history"], state["history"])
+        print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+              f"PublicTest loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | lr {row['lr']:.4f} | "
+              f"{row['images_per_second']:.0f} img/s | {row['seconds']:.0f} s", flush=True)
+        if on_epoch is not None:
+            on_epoch(row)
+        if stats["finished"]:
+            break
+    print(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
+    return state
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores)"

@@ -1,0 +1,95 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer.data import DataError
+from fer.predict import predict, predict_files, predict_image
+from fer.weights import load_model
+from tests.conftest import PORTRAITS
+
+
+@pytest.fixture(scope="module")
+def model(untrained_weights):
+    return load_model(untrained_weights)
+
+
+def test_photos_to_predict_has_real_portraits():
+    assert len(PORTRAITS) >= 2
+
+
+@pytest.mark.parametrize("path", PORTRAITS, ids=lambda p: p.name)
+def test_finds_exactly_one_face_in_each_shipped_portrait(path, model):
+    result = predict_image(Image.open(path), model)
+    assert result["face_found"] and len(result["faces"]) == 1
+    face = result["faces"][0]
+    x, y, w, h = face["box"]
+    assert w > 50 and h > 50
+    assert abs(sum(face["probs"].values()) - 1) < 1e-3 and face["label"] == max(face["probs"], key=face["probs"].get)
+
+
+def portrait_variants():
+    rgb = Image.open(PORTRAITS[0]).convert("RGB")
+    sixteen = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
+    rotated = rgb.rotate(90, expand=True)  # stored sideways, EXIF says: turn back when showing
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    yield "rgba.png", rgb.convert("RGBA"), {}
+    yield "palette.png", rgb.convert("P", palette=Image.ADAPTIVE), {}
+    yield "cmyk.jpg", rgb.convert("CMYK"), {}
+    yield "gray16.png", sixteen, {}
+    yield "exif_rotated.jpg", rotated, {"exif": exif}
+
+
+@pytest.mark.parametrize("name,image,save_args", list(portrait_variants()), ids=lambda v: v if isinstance(v, str) else "")
+def test_finds_the_face_in_any_image_mode(tmp_path, model, name, image, save_args):
+    path = tmp_path / name
+    image.save(path, **save_args)
+    [result] = predict_files([path], model)
+    assert result["face_found"], name
+
+
+def test_no_face_uses_the_whole_image_and_says_so(model):
+    blank = Image.fromarray(np.full((120, 160), 128, np.uint8))
+    result = predict_image(blank, model)
+    assert not result["face_found"]
+    assert result["faces"][0]["box"] == [0, 0, 160, 120]
+
+
+def test_many_faces_are_each_labelled(model):
+    face = Image.open(PORTRAITS[0]).convert("RGB")
+    group = Image.new("RGB", (face.width * 3, face.height), "white")
+    for i in range(3):
+        group.paste(face, (i * face.width, 0))
+    result = predict_image(group, model)
+    assert len(result["faces"]) == 3
+    assert sorted(f["box"][0] // face.width for f in result["faces"]) == [0, 1, 2]
+
+
+def test_first_version_call_prints_and_draws(model, capsys):
+    result = predict(PORTRAITS[0], model, ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
+                     print_text=True, put_text=True)
+    label = result["faces"][0]["label"]
+    assert label in capsys.readouterr().out
+    drawn = np.asarray(result["image"])
+    assert drawn.shape[:2] == Image.open(PORTRAITS[0]).size[::-1]
+    assert not np.array_equal(drawn, np.asarray(Image.open(PORTRAITS[0]).convert("RGB")))
+
+
+def test_a_batch_goes_on_past_a_bad_file(tmp_path, model):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    results = predict_files([bad, PORTRAITS[0], tmp_path / "missing.jpg"], model)
+    assert "not an image" in results[0]["error"] and "no such file" in results[2]["error"]
+    assert results[1]["face_found"]
+
+
+def test_a_huge_image_is_refused_before_decoding(tmp_path):
+    # A 30000 x 30000 PNG header (a decompression bomb) is refused from its size alone.
+    from fer.data import open_image
+    bomb = Image.new("1", (30000, 30000))
+    path = tmp_path / "bomb.png"
+    bomb.save(path)
+    with pytest.raises(DataError, match="too large"):
+        open_image(path)

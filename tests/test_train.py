@@ -1,0 +1,78 @@
+import csv
+
+import pytest
+import torch
+
+from fer.data import AugmentConfig
+from fer.train import TrainConfig, load_checkpoint, lr_at, paths_for, train
+from fer.weights import load_model, read_metadata
+
+NO_AUGMENT = AugmentConfig(flip=False, max_rotate_deg=0, max_scale=0, max_translate=0, erase_prob=0)
+
+
+def tiny_config(data, out, **overrides):
+    values = dict(data=str(data), model="resnet50", dropout=0.0, epochs=2, batch_size=14, lr=0.05,
+                  label_smoothing=0.0, warmup=0.1, augment=NO_AUGMENT, out=str(out), progress=False)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_history(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_few_cpu_steps_lower_the_training_loss(fer_folder, tmp_path):
+    state = train(tiny_config(fer_folder, tmp_path / "m.safetensors", epochs=6))
+    losses = [row["train_loss"] for row in state["history"]]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_training_writes_weights_history_and_checkpoint(fer_folder, tmp_path):
+    out = tmp_path / "model.safetensors"
+    train(tiny_config(fer_folder, out, model="resnet50_dropout", dropout=0.1))
+    files = paths_for(out)
+    history = read_history(files["history"])
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert set(history[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
+                               "images_per_second"}
+    meta = read_metadata(out)
+    assert meta["config"]["arch"] == "resnet50_dropout" and meta["config"]["dropout"] == 0.1
+    assert meta["public_acc"] == max(float(r["val_acc"]) for r in history)
+    assert {"classes", "input_size", "normalization", "commit", "train_config"} <= meta.keys()
+    model = load_model(out)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert load_checkpoint(files["checkpoint"])["epoch"] == 2
+
+
+def test_resume_continues_where_the_checkpoint_left_off(fer_folder, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(tiny_config(fer_folder, out, epochs=1))
+    state = train(tiny_config(fer_folder, out, epochs=3, resume=True))
+    assert [row["epoch"] for row in state["history"]] == [1, 2, 3]
+    assert len(read_history(paths_for(out)["history"])) == 3
+
+
+def test_time_budget_stops_cleanly_and_saves(fer_folder, tmp_path):
+    out = tmp_path / "m.safetensors"
+    state = train(tiny_config(fer_folder, out, epochs=1000, time_budget=3))
+    assert 1 <= state["epoch"] < 1000
+    assert out.exists() and paths_for(out)["checkpoint"].exists()
+    assert state["history"][-1]["lr"] < 0.05 * 0.2  # the schedule was fitted into the budget
+
+
+def test_schedule_warms_up_then_anneals_to_zero():
+    assert lr_at(0.0, 1.0, 0.1) == 0.0
+    assert lr_at(0.1, 1.0, 0.1) == pytest.approx(1.0)
+    assert lr_at(0.55, 1.0, 0.1) == pytest.approx(0.5)
+    assert lr_at(1.0, 1.0, 0.1) == pytest.approx(0.0)
+
+
+def test_a_foreign_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="not a complete fer checkpoint"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a fer training checkpoint"):
+        load_checkpoint(path)

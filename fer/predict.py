@@ -91,7 +91,7 @@ def predict_files(paths, model, tta: bool = False) -> list[dict]:
 
 def draw_labels(image: Image.Image, result: dict) -> Image.Image:
     """A copy of the photo (RGB) with each face's box and "label 87%" drawn on it."""
-    canvas = np.ascontiguousarray(np.asarray(_as_rgb(image)))
+    canvas = np.array(_as_rgb(image))  # a writable copy: the photo itself is never drawn on
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     for face in result["faces"]:
         x, y, w, h = face["box"]

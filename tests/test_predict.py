@@ -1,4 +1,5 @@
-import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def test_finds_exactly_one_face_in_each_shipped_portrait(path, model):
 def portrait_variants():
     rgb = Image.open(PORTRAITS[0]).convert("RGB")
     sixteen = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
-    rotated = rgb.rotate(90, expand=True)  # stored sideways, EXIF says: turn back when showing
+    rotated = rgb.rotate(-90, expand=True)  # stored sideways; EXIF orientation 8 turns it upright
     exif = Image.Exif()
     exif[0x0112] = 8
     yield "rgba.png", rgb.convert("RGBA"), {}
@@ -85,11 +86,18 @@ def test_a_batch_goes_on_past_a_bad_file(tmp_path, model):
     assert results[1]["face_found"]
 
 
-def test_a_huge_image_is_refused_before_decoding(tmp_path):
-    # A 30000 x 30000 PNG header (a decompression bomb) is refused from its size alone.
+def png_header_only(width, height):
+    """A PNG whose header claims width x height pixels: a decompression bomb's first bytes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [10000, 30000])
+def test_a_huge_image_is_refused_before_decoding(tmp_path, side):
     from fer.data import open_image
-    bomb = Image.new("1", (30000, 30000))
     path = tmp_path / "bomb.png"
-    bomb.save(path)
+    path.write_bytes(png_header_only(side, side))
     with pytest.raises(DataError, match="too large"):
         open_image(path)

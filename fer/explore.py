@@ -1,0 +1,68 @@
+"""Looking at the data set: counts per class and split, pixel statistics, blank and duplicate faces."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import CLASSES, FaceSet, load_split
+
+SPLIT_NAMES = {"train": "Training", "public": "PublicTest", "private": "PrivateTest"}
+
+
+def load_splits(source=None) -> dict[str, FaceSet]:
+    return {split: load_split(source, split) for split in SPLIT_NAMES}
+
+
+def class_count_table(splits: dict[str, FaceSet]) -> pd.DataFrame:
+    """classes x splits, with a total row and each class's share of the training set."""
+    table = pd.DataFrame({SPLIT_NAMES[s]: faces.class_counts() for s, faces in splits.items()})
+    table.loc["total"] = table.sum()
+    table["train share"] = (table["Training"] / table.loc["total", "Training"]).round(3)
+    return table
+
+
+def pixel_stats(splits: dict[str, FaceSet]) -> pd.DataFrame:
+    """Mean and standard deviation of the (equalized) pixels, per split and class, on a 0-255 scale."""
+    rows = []
+    for split, faces in splits.items():
+        pixels = faces.images.float()
+        for i, name in enumerate(CLASSES):
+            chosen = pixels[faces.labels == i]
+            rows.append({"split": SPLIT_NAMES[split], "class": name, "mean": chosen.mean().item(),
+                         "std": chosen.std().item()})
+    return pd.DataFrame(rows).pivot(index="class", columns="split", values=["mean", "std"]).round(1)
+
+
+def blank_faces(faces: FaceSet, max_std: float = 3.0) -> np.ndarray:
+    """Indices of images with (almost) one grey level: FER-2013 holds a few blank frames, not faces."""
+    std = faces.images.float().flatten(1).std(1)
+    return torch.nonzero(std <= max_std).flatten().numpy()
+
+
+def near_duplicates(images: torch.Tensor, size: int = 8) -> list[np.ndarray]:
+    """Groups of indices whose images share an average hash (downscaled to size x size, above/below mean).
+
+    A cheap, standard way to find images that are the same face up to small pixel changes."""
+    small = torch.nn.functional.adaptive_avg_pool2d(images.float().unsqueeze(1), size).flatten(1)
+    bits = (small > small.mean(1, keepdim=True)).numpy()
+    hashes = np.packbits(bits, axis=1)
+    _, inverse, counts = np.unique(hashes, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    # Flat images hash to all-zero and are counted as blank instead.
+    flat = np.flatnonzero(~bits.any(1) | bits.all(1))
+    groups = [np.flatnonzero(inverse == g) for g in np.flatnonzero(counts > 1)]
+    return [g for g in groups if not np.isin(g, flat).all()]
+
+
+def duplicates_across(a: FaceSet, b: FaceSet) -> int:
+    """How many images of b have an exact pixel copy in a (leakage between splits)."""
+    seen = {img.tobytes() for img in a.images.numpy()}
+    return sum(img.tobytes() in seen for img in b.images.numpy())
+
+
+def class_weights(train: FaceSet) -> pd.Series:
+    """Inverse-frequency weights normalised to mean 1: what a weighted loss would use."""
+    counts = np.array(list(train.class_counts().values()), dtype=float)
+    weights = counts.sum() / (len(counts) * counts)
+    return pd.Series(weights.round(2), index=CLASSES, name="weight")

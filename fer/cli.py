@@ -29,6 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--stem", choices=STEMS, default=d.stem)
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
 def run_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(data=args.data, model=args.model, dropout=args.dropout, head_dropout=args.head_dropout,
-                      stem=args.stem, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      stem=args.stem, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       subset=args.subset, val_subset=args.val_subset, device=args.device, seed=args.seed,
                       time_budget=args.time_budget, out=args.out, resume=args.resume, compile=args.compile,

@@ -329,7 +329,7 @@ class AugmentConfig:
     max_rotate_deg: float = 10.0
     max_scale: float = 0.1       # zoom in or out by up to 10 %
     max_translate: float = 0.1   # shift by up to 10 % of the side
-    erase_prob: float = 0.5      # random erasing (Zhong et al. 2017) of one rectangle
+    erase_prob: float = 0.25     # random erasing (Zhong et al. 2017) of one rectangle
     erase_max_area: float = 0.25
 
 

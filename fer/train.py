@@ -43,11 +43,14 @@ class TrainConfig:
     stem: str = "imagenet"
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.02                   # peak SGD (Nesterov) rate; 0.05 and up diverged in warm-up (measured)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    optimizer: str = "adamw"           # adamw, or sgd (Nesterov momentum)
+    # AdamW learned faster in the first epochs on the CPU (33% vs 27% train accuracy after 120 steps); SGD
+    # at 0.05 and up diverged in warm-up and at 0.02 stayed at the class prior for two epochs (measured).
+    lr: float = 1e-3                   # peak learning rate
+    momentum: float = 0.9              # sgd only
+    weight_decay: float = 0.05
     label_smoothing: float = 0.1
-    warmup: float = 0.15               # fraction of the run spent warming up
+    warmup: float = 0.05               # fraction of the run spent warming up
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     subset: int | None = None          # train on this many images only (smoke runs)
     val_subset: int | None = None
@@ -196,9 +199,13 @@ def train(cfg: TrainConfig, on_epoch=None, on_step=None) -> dict:
     model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and biases: no weight decay
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (expected adamw or sgd)")
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "best_acc": -1.0, "history": []}
 
     if cfg.resume and files["checkpoint"].exists():

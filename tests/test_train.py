@@ -11,7 +11,7 @@ NO_AUGMENT = AugmentConfig(flip=False, max_rotate_deg=0, max_scale=0, max_transl
 
 
 def tiny_config(data, out, **overrides):
-    values = dict(data=str(data), model="resnet50", dropout=0.0, epochs=2, batch_size=14, lr=0.05,
+    values = dict(data=str(data), model="resnet50", dropout=0.0, epochs=2, batch_size=14, optimizer="sgd", lr=0.05,
                   label_smoothing=0.0, warmup=0.1, augment=NO_AUGMENT, out=str(out), progress=False)
     values.update(overrides)
     return TrainConfig(**values)

@@ -88,3 +88,17 @@ def save(fig: plt.Figure, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def plot_reliability(curves: dict[str, list[dict]], title: str = "") -> plt.Figure:
+    """Reliability diagram: accuracy vs confidence per bin (from fer.calibrate.reliability_bins)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    for i, (name, bins) in enumerate(curves.items()):
+        used = [b for b in bins if b["count"]]
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", color=f"C{i}", label=name)
+    ax.set(xlabel="confidence of the top class", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -52,6 +52,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
+    c = sub.add_parser("calibrate", help="fit a temperature on PublicTest and store it in the weights")
+    c.add_argument("data", help="a FER-2013 source with a PublicTest split")
+    c.add_argument("--weights", default=None, help="the weights file to calibrate (default: the shipped one)")
+    c.add_argument("--report", choices=SPLITS, default=None,
+                   help="also report calibration error on this split (e.g. private), before and after")
+    c.add_argument("--chart", default=None, help="write a reliability diagram of --report here (PNG)")
+
     p = sub.add_parser("predict", help="find faces in photos and label their expressions")
     p.add_argument("images", nargs="+", help="photos (jpg, png, ...)")
     p.add_argument("--weights", nargs="+", default=None, help="weights file(s); several are ensembled")
@@ -64,7 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        return {"train": run_train, "evaluate": run_evaluate, "predict": run_predict}[args.command](args)
+        commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate, "predict": run_predict}
+        return commands[args.command](args)
     except (DataError, WeightsError, ValueError, OSError) as e:
         print(f"fer: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -110,6 +118,33 @@ def run_evaluate(args) -> int:
     print("confusion (rows: true, columns: predicted; " + " ".join(c[:3] for c in CLASSES) + ")")
     for name, row in zip(CLASSES, result["confusion"]):
         print(f"  {name[:3]} " + " ".join(f"{v:4d}" for v in row))
+    return 0
+
+
+def run_calibrate(args) -> int:
+    from .calibrate import expected_calibration_error, fit_temperature, log_probs_of, write_temperature
+    from .data import load_split
+    from .weights import DEFAULT_WEIGHTS, load_model
+    path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    model = load_model(path)
+    public = load_split(args.data, "public")
+    log_probs = log_probs_of(model, public.images)
+    temperature = fit_temperature(log_probs, public.labels)
+    result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": "public"}
+    if args.report:
+        faces = load_split(args.data, args.report)
+        before = log_probs_of(model, faces.images)
+        probs_before, probs_after = before.softmax(1), (before / temperature).softmax(1)
+        result.update({f"{args.report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),
+                       f"{args.report}_ece_after": round(expected_calibration_error(probs_after, faces.labels), 4)})
+        if args.chart:
+            from .calibrate import reliability_bins
+            from .charts import plot_reliability, save
+            save(plot_reliability({"before": reliability_bins(probs_before, faces.labels),
+                                   f"after (T = {temperature:.2f})": reliability_bins(probs_after, faces.labels)},
+                                  title=f"{args.report}: reliability"), args.chart)
+    write_temperature(path, temperature)
+    print(json.dumps(result))
     return 0
 
 

@@ -72,3 +72,12 @@ def test_the_shipped_weights_load_on_the_cpu_by_default():
     model = load_model()
     assert next(model.parameters()).device.type == "cpu"
     assert model.fer_metadata["public_acc"] > 0.5
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights yet")
+def test_the_shipped_weights_beat_50_percent_on_raw_private_test(raw_test_zip):
+    # The original, not equalized pixels: the preprocessing must equalize them as it did in training.
+    from fer.evaluate import evaluate
+    result = evaluate(load_model(), load_split(raw_test_zip, "private"))
+    assert result["n"] == 3589 and result["accuracy"] >= 0.50

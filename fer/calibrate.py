@@ -1,0 +1,76 @@
+"""Probabilities that mean what they say: temperature scaling (Guo et al. 2017) and calibration error.
+
+The temperature is fitted on PublicTest (never PrivateTest) and stored in the weights' metadata, where
+`fer.predict` and the gallery pick it up.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .evaluate import predict_probs
+
+ECE_BINS = 15
+
+
+def fit_temperature(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The T > 0 that minimizes the NLL of softmax(log_probs / T) on held-out data.
+
+    log_probs may be logits or log-probabilities (of an ensemble or TTA average): both are logits up to a
+    per-row constant, which softmax ignores."""
+    log_t = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(log_probs / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[dict]:
+    """Equal-width confidence bins: count, mean confidence and accuracy of the top prediction in each."""
+    confidence, predicted = probs.max(1)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        n = int(inside.sum())
+        rows.append({"low": float(low), "high": float(high), "count": n,
+                     "confidence": float(confidence[inside].mean()) if n else None,
+                     "accuracy": float(correct[inside].mean()) if n else None})
+    return rows
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Sum over bins of (share of samples) x |accuracy - confidence|."""
+    total = len(labels)
+    return sum(r["count"] / total * abs(r["accuracy"] - r["confidence"])
+               for r in reliability_bins(probs, labels, bins) if r["count"])
+
+
+def log_probs_of(models, images_u8: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    return predict_probs(models, images_u8, tta=tta, temperature=1.0).clamp_min(1e-12).log()
+
+
+def write_temperature(path, temperature: float, **info) -> None:
+    """Store the temperature (and what it was fitted on) in a weights file's metadata, atomically."""
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata["temperature"] = json.dumps(round(temperature, 4))
+    metadata.update({k: json.dumps(v) for k, v in info.items()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)

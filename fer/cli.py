@@ -33,6 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    t.add_argument("--ema-decay", type=float, default=d.ema_decay, help="> 0: keep and ship an EMA of the weights")
     t.add_argument("--subset", type=int, default=None, help="train on N images only (smoke runs)")
     t.add_argument("--val-subset", type=int, default=None, help="evaluate on N PublicTest images only")
     t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
@@ -85,7 +86,7 @@ def run_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(data=args.data, model=args.model, dropout=args.dropout, head_dropout=args.head_dropout,
                       stem=args.stem, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
                       subset=args.subset, val_subset=args.val_subset, device=args.device, seed=args.seed,
                       time_budget=args.time_budget, out=args.out, resume=args.resume, compile=args.compile,
                       progress=not args.no_progress)

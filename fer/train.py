@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .data import AugmentConfig, augment, load_split, normalize
@@ -51,6 +52,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     warmup: float = 0.05               # fraction of the run spent warming up
+    ema_decay: float = 0.0             # > 0: evaluate and ship an exponential moving average of the weights
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     subset: int | None = None          # train on this many images only (smoke runs)
     val_subset: int | None = None
@@ -103,7 +105,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state: dict, generator,
-                    device, on_step=None) -> dict:
+                    device, ema=None) -> dict:
     """One pass over the shuffled training set; stops early when the run's progress reaches 1."""
     model.train()
     n = len(labels)
@@ -133,14 +135,14 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         state["step"] += 1
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if cfg.progress and i % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
-        if on_step is not None:
-            on_step(state)
     seconds = time.perf_counter() - start
     state["seconds"] += seconds
     return {"lr": optimizer.param_groups[0]["lr"], "train_loss": (loss_sum / max(seen, 1)).item(),
@@ -150,10 +152,11 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
             state["step"] >= total_steps}
 
 
-def save_checkpoint(path: Path, model, optimizer, state: dict, cfg: TrainConfig, generator) -> None:
+def save_checkpoint(path: Path, model, optimizer, state: dict, cfg: TrainConfig, generator, ema=None) -> None:
     """Written to a temp file and renamed, so the checkpoint on disk is never half-written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
+                  "ema": ema.state_dict() if ema is not None else None,
                   "step": state["step"], "seconds": state["seconds"], "best_acc": state["best_acc"],
                   "history": state["history"], "args": cfg.to_dict(),
                   "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
@@ -184,7 +187,7 @@ def write_history(path: Path, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig, on_epoch=None, on_step=None) -> dict:
+def train(cfg: TrainConfig) -> dict:
     """Train, keeping the best-on-PublicTest weights; returns the final state (history, best_acc, ...)."""
     device = pick_device(cfg.device)
     files = paths_for(cfg.out)
@@ -207,11 +210,16 @@ def train(cfg: TrainConfig, on_epoch=None, on_step=None) -> dict:
     else:
         raise ValueError(f"unknown optimizer '{cfg.optimizer}' (expected adamw or sgd)")
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "best_acc": -1.0, "history": []}
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
 
     if cfg.resume and files["checkpoint"].exists():
         checkpoint = load_checkpoint(files["checkpoint"])
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None and checkpoint.get("ema") is not None:
+            ema.load_state_dict(checkpoint["ema"])
         state = {k: checkpoint[k] for k in ("epoch", "step", "seconds", "best_acc", "history")}
         torch.set_rng_state(checkpoint["rng"]["torch"])
         generator.set_state(checkpoint["rng"]["generator"])
@@ -225,11 +233,11 @@ def train(cfg: TrainConfig, on_epoch=None, on_step=None) -> dict:
           f"{len(train_set)} train, {len(val_set)} PublicTest images")
     while state["epoch"] < cfg.epochs:
         epoch_start = time.perf_counter()
-        stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device,
-                                on_step)
+        stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema)
         if stats["train_seconds"] == 0 and stats["finished"]:
             break
-        val = evaluate(model, val_set, device=device)
+        shipped = ema.module if ema is not None else model  # what is evaluated is what is saved
+        val = evaluate(shipped, val_set, device=device)
         state["epoch"] += 1
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
         row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
@@ -239,16 +247,14 @@ def train(cfg: TrainConfig, on_epoch=None, on_step=None) -> dict:
         state["history"].append(row)
         if val["accuracy"] > state["best_acc"]:
             state["best_acc"] = val["accuracy"]
-            save_weights(model, model_cfg, files["weights"], public_acc=round(val["accuracy"], 5),
+            save_weights(shipped, model_cfg, files["weights"], public_acc=round(val["accuracy"], 5),
                          epoch=state["epoch"], train_seconds=round(state["seconds"], 1),
                          train_config=cfg.to_dict(), device=_device_name(device))
-        save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator)
+        save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator, ema)
         write_history(files["history"], state["history"])
         print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
               f"PublicTest loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | lr {row['lr']:.4f} | "
               f"{row['images_per_second']:.0f} img/s | {row['seconds']:.0f} s", flush=True)
-        if on_epoch is not None:
-            on_epoch(row)
         if stats["finished"]:
             break
     print(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")

@@ -76,3 +76,17 @@ def test_a_foreign_checkpoint_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match="not a fer training checkpoint"):
         load_checkpoint(path)
+
+
+def test_ema_weights_are_what_is_evaluated_saved_and_resumed(fer_folder, tmp_path):
+    out = tmp_path / "m.safetensors"
+    train(tiny_config(fer_folder, out, epochs=1, ema_decay=0.9))
+    checkpoint = load_checkpoint(paths_for(out)["checkpoint"])
+    assert checkpoint["ema"] is not None and int(checkpoint["ema"]["n_averaged"]) == 3
+    saved = load_model(out).state_dict()
+    ema_weight = checkpoint["ema"]["module.fc.weight"]
+    assert torch.allclose(saved["fc.weight"], ema_weight.half().float())
+    assert not torch.allclose(saved["fc.weight"], checkpoint["model"]["fc.weight"].half().float())
+    state = train(tiny_config(fer_folder, out, epochs=2, ema_decay=0.9, resume=True))
+    assert int(load_checkpoint(paths_for(out)["checkpoint"])["ema"]["n_averaged"]) == 6
+    assert len(state["history"]) == 2

@@ -30,7 +30,11 @@ def face_detector() -> cv2.CascadeClassifier:
 def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, w, h) in `gray`'s pixels, largest first."""
     scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    if scale < 1:
+        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+        small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    else:
+        small = gray
     min_side = max(24, min(small.shape) // 40)
     boxes = face_detector().detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=5,
                                              minSize=(min_side, min_side))

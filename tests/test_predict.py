@@ -101,3 +101,18 @@ def test_a_huge_image_is_refused_before_decoding(tmp_path, side):
     path.write_bytes(png_header_only(side, side))
     with pytest.raises(DataError, match="too large"):
         open_image(path)
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path, model):
+    face = Image.open(PORTRAITS[0]).convert("L")
+    blank = Image.new("L", face.size, 128)
+    path = tmp_path / "animated.gif"
+    face.save(path, save_all=True, append_images=[blank, blank], duration=100, loop=0)
+    [result] = predict_files([path], model)
+    assert result["face_found"]
+
+
+@pytest.mark.parametrize("size", [(20000, 3), (1, 1), (3, 20000)])
+def test_extreme_shapes_fall_back_to_the_whole_image(model, size):
+    result = predict_image(Image.new("RGB", size, "gray"), model)
+    assert not result["face_found"] and result["faces"][0]["box"] == [0, 0, *size]

@@ -68,15 +68,21 @@ def plot_class_counts(counts: pd.DataFrame) -> plt.Figure:
 def plot_faces(images, labels, per_class: int = 8, title: str = "") -> plt.Figure:
     """A grid: one row per class, `per_class` faces each (the first ones of that class)."""
     images, labels = np.asarray(images), np.asarray(labels)
-    fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(per_class * 0.9, len(CLASSES) * 1.0))
-    for row, name in enumerate(CLASSES):
-        picks = np.flatnonzero(labels == row)[:per_class]
-        for col in range(per_class):
+    rows = [images[np.flatnonzero(labels == i)[:per_class]] for i in range(len(CLASSES))]
+    return plot_image_rows(rows, list(CLASSES), title)
+
+
+def plot_image_rows(rows, row_titles, title: str = "") -> plt.Figure:
+    """Gray 48 x 48 images, one list per row (rows may differ in length)."""
+    columns = max(1, max(len(r) for r in rows))
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.9, len(rows) * 1.0), squeeze=False)
+    for row, (images, row_title) in enumerate(zip(rows, row_titles)):
+        for col in range(columns):
             ax = axes[row, col]
             ax.axis("off")
-            if col < len(picks):
-                ax.imshow(images[picks[col]], cmap="gray", vmin=0, vmax=255)
-        axes[row, 0].set_title(name, fontsize=8, loc="left")
+            if col < len(images):
+                ax.imshow(images[col], cmap="gray", vmin=0, vmax=255)
+        axes[row, 0].set_title(row_title, fontsize=8, loc="left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

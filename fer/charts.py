@@ -1,6 +1,8 @@
 """Charts: training curves from history CSVs, confusion matrices, class counts, face grids."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -90,7 +92,11 @@ def plot_image_rows(rows, row_titles, title: str = "") -> plt.Figure:
 
 
 def save(fig: plt.Figure, path) -> Path:
+    """Save a PNG; under FER_SMOKE=1 (the notebooks' quick test run) into a temp folder instead, so that a
+    test never overwrites the committed charts with smoke-run ones."""
     path = Path(path)
+    if os.environ.get("FER_SMOKE") == "1":
+        path = Path(tempfile.gettempdir()) / "fer-smoke-charts" / path.name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path

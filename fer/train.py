@@ -16,6 +16,7 @@ import csv
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -274,5 +275,7 @@ def notebook_config(**values) -> TrainConfig:
     cfg = TrainConfig(**values)
     if os.environ.get("FER_SMOKE") == "1":
         cfg.epochs, cfg.subset, cfg.val_subset, cfg.progress = 1, min(cfg.subset or 256, 256), 256, False
-        print("FER_SMOKE=1: smoke run (1 epoch, 256 images)")
+        # A smoke run must never replace the shipped weights.
+        cfg.out = str(Path(tempfile.mkdtemp(prefix="fer-smoke-")) / Path(cfg.out).name)
+        print(f"FER_SMOKE=1: smoke run (1 epoch, 256 images) into {cfg.out}")
     return cfg

@@ -54,8 +54,17 @@ def test_gallery_starts_with_the_photos_to_predict():
     assert all(c["face_found"] for c in gallery.cards)
 
 
-def test_papermill_runs_02_headless_with_parameters(tmp_path, fer_folder):
+def test_smoke_mode_never_writes_over_the_shipped_weights(monkeypatch):
+    from fer.train import notebook_config
+    monkeypatch.setenv("FER_SMOKE", "1")
+    cfg = notebook_config(out="trained_models/resnet50_dropout.safetensors", epochs=30)
+    assert cfg.epochs == 1 and cfg.subset == 256
+    assert not cfg.out.startswith("trained_models") and cfg.out.endswith("resnet50_dropout.safetensors")
+
+
+def test_papermill_runs_02_headless_with_parameters(tmp_path, fer_folder, monkeypatch):
     papermill = pytest.importorskip("papermill")
+    monkeypatch.delenv("FER_SMOKE", raising=False)  # this run's parameters are the point, not the smoke ones
     out = tmp_path / "model.safetensors"
     papermill.execute_notebook(str(REPO / "notebooks" / "02_training.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters={"data_dir": str(fer_folder), "epochs": 1, "subset": 28,

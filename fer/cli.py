@@ -17,7 +17,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      "with ResNet50: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .model import ARCHS, STEMS
+    from .model import ARCHS, NORMS, STEMS
     from .train import TrainConfig
     d = TrainConfig()
     t = sub.add_parser("train", help="train a model; best-on-PublicTest weights go to --out",
@@ -27,6 +27,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, default=None, help="p after every activation (resnet50_dropout)")
     t.add_argument("--head-dropout", type=float, default=d.head_dropout)
     t.add_argument("--stem", choices=STEMS, default=d.stem)
+    t.add_argument("--norm", choices=NORMS, default=d.norm, help="group: GroupNorm instead of BatchNorm")
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
@@ -42,6 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=d.out)
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--no-amp", action="store_true", help="float32 throughout (no bf16 autocast)")
     t.add_argument("--no-progress", action="store_true", help="no tqdm bars (log files)")
 
     e = sub.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix on face crops")
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
 def run_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(data=args.data, model=args.model, dropout=args.dropout, head_dropout=args.head_dropout,
-                      stem=args.stem, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      stem=args.stem, norm=args.norm, amp=not args.no_amp, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
                       subset=args.subset, val_subset=args.val_subset, device=args.device, seed=args.seed,
                       time_budget=args.time_budget, out=args.out, resume=args.resume, compile=args.compile,

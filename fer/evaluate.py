@@ -22,11 +22,11 @@ def _shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., pad + dy: pad + dy + h, pad + dx: pad + dx + w]
 
 
-def autocast_for(device: torch.device):
+def autocast_for(device: torch.device, enabled: bool = True):
     """bf16 autocast where the hardware runs it fast (CUDA, CPUs with AMX/AVX512-BF16), else off."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_fast_bf16())
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and cpu_has_fast_bf16())
 
 
 def cpu_has_fast_bf16() -> bool:

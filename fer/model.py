@@ -19,6 +19,7 @@ ARCHS = ("resnet50", "resnet50_dropout")
 #   no_maxpool 7x7 stride-2 conv:                                 24 x 24, ~4x the compute
 #   cifar      3x3 stride-1 conv, no max-pool:                    48 x 48, ~16x the compute
 STEMS = ("imagenet", "no_maxpool", "cifar")
+NORMS = ("batch", "group")
 DEFAULT_DROPOUT = {"resnet50": 0.0, "resnet50_dropout": 0.1}
 
 
@@ -29,12 +30,15 @@ class ModelConfig:
     dropout: float = 0.1          # after every activation; resnet50_dropout only
     head_dropout: float = 0.0     # before the final linear layer
     stem: str = "imagenet"
+    norm: str = "batch"           # batch (BatchNorm), or group (GroupNorm, 32 groups)
     num_classes: int = len(CLASSES)
     image_size: int = IMAGE_SIZE
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"unknown model '{self.arch}' (expected one of {', '.join(ARCHS)})")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm '{self.norm}' (expected one of {', '.join(NORMS)})")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem '{self.stem}' (expected one of {', '.join(STEMS)})")
         if self.arch == "resnet50" and self.dropout:
@@ -54,7 +58,8 @@ class ModelConfig:
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    model = resnet50(weights=None, num_classes=cfg.num_classes)
+    norm_layer = (lambda channels: nn.GroupNorm(32, channels)) if cfg.norm == "group" else None
+    model = resnet50(weights=None, num_classes=cfg.num_classes, norm_layer=norm_layer)
     if cfg.stem == "cifar":
         model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
     else:

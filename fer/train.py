@@ -5,6 +5,10 @@ The uint8 training set lives on the training device as one tensor and is augment
 the run's progress, which is the larger of steps done / steps planned and seconds used / --time-budget:
 a time budget therefore compresses the whole schedule instead of cutting it off at a high rate.
 
+Distributed: under `torchrun --nproc-per-node N -m fer train ...` every rank draws the same shuffled
+order and the same augmentation for the global batch, trains on its 1/N slice in DistributedDataParallel
+(NCCL on GPUs with SyncBatchNorm, gloo on CPUs), and rank 0 alone evaluates and writes files.
+
 Files, for --out trained_models/NAME.safetensors:
   trained_models/NAME.safetensors          best-on-PublicTest weights, float16, config in the metadata
   trained_models/NAME.history.csv          one row per epoch
@@ -54,6 +58,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup: float = 0.05               # fraction of the run spent warming up
     ema_decay: float = 0.0             # > 0: evaluate and ship an exponential moving average of the weights
+    norm: str = "batch"                # batch, or group (GroupNorm: independent of the batch split)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     subset: int | None = None          # train on this many images only (smoke runs)
     val_subset: int | None = None
@@ -63,11 +68,13 @@ class TrainConfig:
     out: str = "trained_models/resnet50_dropout.safetensors"
     resume: bool = False
     compile: bool = False
+    amp: bool = True                   # bf16 autocast where the hardware runs it fast
     progress: bool = True              # tqdm bars
 
     def model_config(self) -> ModelConfig:
         dropout = DEFAULT_DROPOUT[self.model] if self.dropout is None else self.dropout
-        return ModelConfig(arch=self.model, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem)
+        return ModelConfig(arch=self.model, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem,
+                           norm=self.norm)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,8 +112,53 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class Dist:
+    """This process's place in a torchrun job; rank 0 of 1 when not distributed."""
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def max(self, value: float, device) -> float:
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return float(tensor)
+
+    def from_rank0(self, value):
+        if not self.enabled:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_distributed(cfg: TrainConfig) -> tuple[Dist, torch.device]:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist(), pick_device(cfg.device)
+    use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    dist = Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the {dist.world} processes")
+    if use_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        return dist, device
+    return dist, torch.device("cpu")
+
+
 def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state: dict, generator,
-                    device, ema=None) -> dict:
+                    device, ema=None, dist: Dist = Dist()) -> dict:
     """One pass over the shuffled training set; stops early when the run's progress reaches 1."""
     model.train()
     n = len(labels)
@@ -119,18 +171,24 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
                disable=not cfg.progress)
     for i in bar:
         progress = state["step"] / total_steps
-        if cfg.time_budget:
-            progress = max(progress, (state["seconds"] + time.perf_counter() - start) / cfg.time_budget)
+        if cfg.time_budget:  # every rank must take the same decision: the slowest clock counts
+            elapsed = dist.max(state["seconds"] + time.perf_counter() - start, device)
+            progress = max(progress, elapsed / cfg.time_budget)
         if progress >= 1:
             break
         lr = lr_at(progress, cfg.lr, cfg.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         index = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        # Every rank augments the whole global batch with the same draws and keeps its slice: the run
+        # then sees exactly what one process with the same global batch would (augmenting is cheap).
         x = augment(normalize(images_u8[index]), cfg.augment, generator)
-        x = x.contiguous(memory_format=torch.channels_last)
         y = labels[index]
-        with autocast_for(device):
+        if dist.enabled:
+            part = len(index) // dist.world
+            x, y = x[dist.rank * part:(dist.rank + 1) * part], y[dist.rank * part:(dist.rank + 1) * part]
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(device, cfg.amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -144,8 +202,10 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
         seen += len(y)
         if cfg.progress and i % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
-    seconds = time.perf_counter() - start
+    seconds = dist.max(time.perf_counter() - start, device)
     state["seconds"] += seconds
+    totals = dist.sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)]))
+    loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
     return {"lr": optimizer.param_groups[0]["lr"], "train_loss": (loss_sum / max(seen, 1)).item(),
             "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds,
             "images_per_second": seen / seconds if seconds > 0 else 0.0, "finished": seen == 0 or
@@ -190,17 +250,20 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 def train(cfg: TrainConfig) -> dict:
     """Train, keeping the best-on-PublicTest weights; returns the final state (history, best_acc, ...)."""
-    device = pick_device(cfg.device)
+    dist, device = init_distributed(cfg)
     files = paths_for(cfg.out)
     model_cfg = cfg.model_config()
-    seed_everything(cfg.seed)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    seed_everything(cfg.seed + dist.rank)  # dropout masks differ between ranks, as between samples
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shared: same order and augmentation
 
     train_set = load_split(cfg.data, "train").subset(cfg.subset, cfg.seed)
     val_set = load_split(cfg.data, "public").subset(cfg.val_subset, cfg.seed)
     images_u8, labels = train_set.images.to(device), train_set.labels.to(device)
 
-    model = build_model(model_cfg).to(device, memory_format=torch.channels_last)
+    model = build_model(model_cfg)
+    if dist.enabled and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device, memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and biases: no weight decay
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -226,20 +289,33 @@ def train(cfg: TrainConfig) -> dict:
         generator.set_state(checkpoint["rng"]["generator"])
         if device.type == "cuda" and checkpoint["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        write_history(files["history"], state["history"])  # drop rows of an epoch that was not checkpointed
-        print(f"resumed from {files['checkpoint']} at epoch {state['epoch']}")
+        if dist.rank == 0:
+            write_history(files["history"], state["history"])  # drop rows of an epoch that was not checkpointed
+        if dist.rank == 0:
+            print(f"resumed from {files['checkpoint']} at epoch {state['epoch']}")
 
     step_model = torch.compile(model) if cfg.compile else model
-    print(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
-          f"{len(train_set)} train, {len(val_set)} PublicTest images")
+    if dist.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            step_model, device_ids=[device.index] if device.type == "cuda" else None)
+    log = print if dist.rank == 0 else (lambda *args, **kwargs: None)
+    log(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
+          f"{len(train_set)} train, {len(val_set)} PublicTest images"
+        + (f", {dist.world} processes" if dist.enabled else ""))
     while state["epoch"] < cfg.epochs:
         epoch_start = time.perf_counter()
-        stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema)
+        stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema,
+                                dist)
         if stats["train_seconds"] == 0 and stats["finished"]:
             break
+        state["epoch"] += 1
+        if dist.rank != 0:  # rank 0 evaluates and writes; the others wait for its clock and go on
+            state["seconds"] = dist.from_rank0(None)
+            if stats["finished"]:
+                break
+            continue
         shipped = ema.module if ema is not None else model  # what is evaluated is what is saved
         val = evaluate(shipped, val_set, device=device)
-        state["epoch"] += 1
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
         row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
                "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
@@ -256,9 +332,12 @@ def train(cfg: TrainConfig) -> dict:
         print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
               f"PublicTest loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | lr {row['lr']:.4f} | "
               f"{row['images_per_second']:.0f} img/s | {row['seconds']:.0f} s", flush=True)
+        dist.from_rank0(state["seconds"])
         if stats["finished"]:
             break
-    print(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
+    log(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
+    if dist.enabled:
+        torch.distributed.destroy_process_group()
     return state
 
 

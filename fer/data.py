@@ -13,7 +13,7 @@ import hashlib
 import io
 import math
 import os
-import re
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +64,8 @@ def open_image(source, name: str | None = None) -> Image.Image:
             if path.stat().st_size == 0:
                 raise DataError(f"cannot read '{name}': empty file")
             fp = path.open("rb")
-        with fp:
+        with fp, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse, do not warn
             image = Image.open(fp)
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise DataError(f"cannot read '{name}': image too large "
@@ -73,7 +74,7 @@ def open_image(source, name: str | None = None) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except DataError:
         raise
-    except Image.DecompressionBombError as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"cannot read '{name}': image too large ({_one_line(e)})") from None
     except UnidentifiedImageError as e:
         raise DataError(f"cannot read '{name}': not an image ({_one_line(e)})") from None

@@ -22,7 +22,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc
 class TrainConfig:
     data: str | None = None            # folder, zip or CSV; None: $FER_DATA, then dataset_1/
     model: str = "resnet50_dropout"
-    dropout: float | None = None       # None: the model's default (0.1 for resnet50_dropout)
+    dropout: float | None = None       # None: the model's default (0.05 for resnet50_dropout)
     head_dropout: float = 0.0
     stem: str = "imagenet"
     epochs: int = 30
@@ -78,14 +78,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        if isinstance(values.get("augment"), dict):
-            values["augment"] = AugmentConfig(**values["augment"])
-        return cls(**values)
 
 
 def paths_for(out) -> dict[str, Path]:
@@ -207,7 +199,7 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
     totals = dist.sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)]))
     loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
     return {"lr": optimizer.param_groups[0]["lr"], "train_loss": (loss_sum / max(seen, 1)).item(),
-            "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds,
+            "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds, "images": seen,
             "images_per_second": seen / seconds if seconds > 0 else 0.0, "finished": seen == 0 or
             (cfg.time_budget is not None and state["seconds"] >= cfg.time_budget) or
             state["step"] >= total_steps}
@@ -306,7 +298,7 @@ def train(cfg: TrainConfig) -> dict:
         epoch_start = time.perf_counter()
         stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema,
                                 dist)
-        if stats["train_seconds"] == 0 and stats["finished"]:
+        if stats["images"] == 0:  # the budget ran out at an epoch boundary: nothing new to evaluate
             break
         state["epoch"] += 1
         if dist.rank != 0:  # rank 0 evaluates and writes; the others wait for its clock and go on

@@ -58,7 +58,8 @@ def test_time_budget_stops_cleanly_and_saves(fer_folder, tmp_path):
     state = train(tiny_config(fer_folder, out, epochs=1000, time_budget=3))
     assert 1 <= state["epoch"] < 1000
     assert out.exists() and paths_for(out)["checkpoint"].exists()
-    assert state["history"][-1]["lr"] < 0.05 * 0.2  # the schedule was fitted into the budget
+    assert state["seconds"] >= 3 * 0.9  # it used the budget, then stopped by itself
+    assert state["history"][-1]["lr"] < 0.05  # past the peak: the schedule ran inside the budget
 
 
 def test_schedule_warms_up_then_anneals_to_zero():

@@ -73,4 +73,5 @@ def write_temperature(path, temperature: float, **info) -> None:
     metadata.update({k: json.dumps(v) for k, v in info.items()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)

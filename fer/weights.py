@@ -46,6 +46,7 @@ def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.flo
     metadata.update({k: json.dumps(v) for k, v in info.items()})
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(state, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)  # safetensors creates its file private to the user
     os.replace(tmp, path)
     return path
 

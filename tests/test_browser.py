@@ -29,7 +29,12 @@ def free_port() -> int:
 @pytest.fixture
 def jupyterlab(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    # A settings folder of its own: no "get notified about news?" prompt over the gallery.
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={REPO}", "--LabApp.news_url=",
@@ -76,7 +81,8 @@ def test_upload_a_portrait_in_jupyterlab_and_see_its_label(jupyterlab):
         card = page.locator(".widget-vbox", has_text=PORTRAITS[0].name).last
         card.locator("text=/face 1: (angry|disgust|fear|happy|neutral|sad|surprise)/").first.wait_for(timeout=120_000)
         assert page.locator(".widget-vbox").count() >= 3
-        card.scroll_into_view_if_needed()
+        card.evaluate("element => element.scrollIntoView({block: 'center'})")
+        page.wait_for_timeout(1000)
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=False)
         browser.close()

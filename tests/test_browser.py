@@ -29,6 +29,10 @@ def free_port() -> int:
 @pytest.fixture
 def jupyterlab(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
+    # JupyterLab saves what it runs: it gets a copy, so the committed notebook is never touched.
+    root = tmp_path / "lab"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(REPO / "notebooks" / "04_prediction_gallery.ipynb", root / "notebooks")
     # A settings folder of its own: no "get notified about news?" prompt over the gallery.
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -37,7 +41,7 @@ def jupyterlab(tmp_path):
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={REPO}", "--LabApp.news_url=",
+         f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.news_url=",
          "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"))
     url = f"http://127.0.0.1:{port}"

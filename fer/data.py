@@ -82,19 +82,23 @@ def open_image(source, name: str | None = None) -> Image.Image:
         raise DataError(f"cannot read '{name}': corrupt image ({_one_line(e)})") from None
 
 
-def to_gray(image: Image.Image) -> np.ndarray:
-    """Any PIL mode (RGB, RGBA, P, CMYK, LA, I;16, I, F) as one uint8 gray channel."""
+def to_viewable(image: Image.Image) -> Image.Image:
+    """Any PIL mode the way a viewer shows it: 16-bit and float scaled to 0-255 (mode L), transparent
+    pixels over white (mode RGB); other modes as they are."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         pixels = np.asarray(image, dtype=np.float64)
         low, high = float(pixels.min()), float(pixels.max())
         scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
-        return scaled.round().astype(np.uint8)
+        return Image.fromarray(scaled.round().astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels over white, as a viewer shows them.
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return image
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Any PIL mode (RGB, RGBA, P, CMYK, LA, I;16, I, F) as one uint8 gray channel."""
+    return np.asarray(to_viewable(image).convert("L"), dtype=np.uint8)
 
 
 def preprocess_face(gray: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import CLASSES, DataError, open_image, preprocess_face, to_gray
+from .data import CLASSES, DataError, open_image, preprocess_face, to_gray, to_viewable
 from .evaluate import predict_probs
 
 # Detection runs on a copy at most this many pixels on its long side: faster on big photos, and faces
@@ -95,7 +95,7 @@ def predict_files(paths, model, tta: bool = False) -> list[dict]:
 
 def draw_labels(image: Image.Image, result: dict) -> Image.Image:
     """A copy of the photo (RGB) with each face's box and "label 87%" drawn on it."""
-    canvas = np.array(_as_rgb(image))  # a writable copy: the photo itself is never drawn on
+    canvas = np.array(to_viewable(image).convert("RGB"))  # a copy: the photo itself is never drawn on
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     for face in result["faces"]:
         x, y, w, h = face["box"]
@@ -108,13 +108,6 @@ def draw_labels(image: Image.Image, result: dict) -> Image.Image:
         cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
                     thickness, cv2.LINE_AA)
     return Image.fromarray(canvas)
-
-
-def _as_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    return Image.fromarray(to_gray(image)).convert("RGB") if image.mode.startswith(("I", "F")) \
-        else Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
 
 
 def annotate(result: dict, out_dir) -> Path:

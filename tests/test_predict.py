@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from fer.data import DataError
-from fer.predict import predict, predict_files, predict_image
+from fer.data import open_image
+from fer.predict import draw_labels, predict, predict_files, predict_image
 from fer.weights import load_model
 from tests.conftest import PORTRAITS
 
@@ -49,6 +50,8 @@ def test_finds_the_face_in_any_image_mode(tmp_path, model, name, image, save_arg
     image.save(path, **save_args)
     [result] = predict_files([path], model)
     assert result["face_found"], name
+    drawn = draw_labels(open_image(path), result)
+    assert drawn.mode == "RGB" and drawn.size == open_image(path).size
 
 
 def test_no_face_uses_the_whole_image_and_says_so(model):

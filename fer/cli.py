@@ -87,8 +87,10 @@ def main(argv=None) -> int:
 def run_train(args) -> int:
     from .train import TrainConfig, train
     cfg = TrainConfig(data=args.data, model=args.model, dropout=args.dropout, head_dropout=args.head_dropout,
-                      stem=args.stem, norm=args.norm, amp=not args.no_amp, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, ema_decay=args.ema_decay,
+                      stem=args.stem, norm=args.norm, amp=not args.no_amp, epochs=args.epochs,
+                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      ema_decay=args.ema_decay,
                       subset=args.subset, val_subset=args.val_subset, device=args.device, seed=args.seed,
                       time_budget=args.time_budget, out=args.out, resume=args.resume, compile=args.compile,
                       progress=not args.no_progress)
@@ -109,8 +111,7 @@ def run_evaluate(args) -> int:
     models = _load_models(args.weights)
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
     result.update(split=faces.split, data=faces.source, tta=args.tta,
-                  weights=[str(m.fer_metadata.get("path", w)) for m, w in
-                           zip(models, args.weights or ["default"])])
+                  weights=args.weights or ["default"])
     if args.json:
         print(json.dumps(result))
         return 0
@@ -152,7 +153,7 @@ def run_calibrate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from .predict import annotate, predict_files
+    from .predict import NO_FACE_NOTE, annotate, predict_files
     models = _load_models(args.weights)
     results = predict_files(args.images, models, tta=args.tta)
     failed = [r for r in results if "error" in r]
@@ -169,7 +170,7 @@ def run_predict(args) -> int:
             if "error" in r:
                 continue
             faces = ", ".join(f"{f['label']} {f['probs'][f['label']]:.0%}" for f in r["faces"])
-            where = "" if r["face_found"] else " (no face found: whole image)"
+            where = "" if r["face_found"] else f" ({NO_FACE_NOTE})"
             print(f"{r['path']}: {faces}{where}" + (f" -> {r['annotated']}" if "annotated" in r else ""))
     for r in failed:
         print(f"fer: {r['error']}", file=sys.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .data import CLASSES, DataError, open_image
-from .predict import draw_labels, predict_image
+from .predict import NO_FACE_NOTE, draw_labels, predict_image
 from .weights import REPO_ROOT, WeightsError, load_model
 
 PHOTOS_DIR = REPO_ROOT / "photos_to_predict"
@@ -114,7 +114,7 @@ class Gallery:
         buffer = io.BytesIO()
         drawn.save(buffer, format="PNG")
         picture = widgets.Image(value=buffer.getvalue(), format="png")
-        note = "" if result["face_found"] else " <i>(no face found: the whole photo was used)</i>"
+        note = "" if result["face_found"] else f" <i>({NO_FACE_NOTE})</i>"
         faces = [widgets.HTML(f"face {i + 1}: <b>{f['label']}</b>{note}" + probability_bars(f["probs"]))
                  for i, f in enumerate(result["faces"])]
         card = {"name": name, "labels": [f["label"] for f in result["faces"]], "face_found": result["face_found"]}

@@ -16,6 +16,7 @@ from .evaluate import predict_probs
 # smaller than 1/40 of that are too small to read an expression from anyway.
 DETECT_MAX_SIDE = 1024
 BOX_COLOR = (0, 220, 0)
+NO_FACE_NOTE = "no face found: the whole photo was used"
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +76,7 @@ def predict(path, model, classes=CLASSES, print_text: bool = True, put_text: boo
     result = {"path": str(path), **predict_image(image, model, tta=tta)}
     if print_text:
         for face in result["faces"]:
-            where = "" if result["face_found"] else " (no face found: whole image)"
+            where = "" if result["face_found"] else f" ({NO_FACE_NOTE})"
             print(f"{path}: {face['label']} ({face['probs'][face['label']]:.0%}){where}")
     if put_text:
         result["image"] = draw_labels(image, result)

@@ -5,16 +5,11 @@ The temperature is fitted on PublicTest (never PrivateTest) and stored in the we
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .evaluate import predict_probs
+from .inference import predict_probs
+from .weights import update_metadata
 
 ECE_BINS = 15
 
@@ -64,14 +59,5 @@ def log_probs_of(models, images_u8: torch.Tensor, tta: bool = False) -> torch.Te
 
 
 def write_temperature(path, temperature: float, **info) -> None:
-    """Store the temperature (and what it was fitted on) in a weights file's metadata, atomically."""
-    path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    metadata["temperature"] = json.dumps(round(temperature, 4))
-    metadata.update({k: json.dumps(v) for k, v in info.items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """Store the temperature (and what it was fitted on) in a weights file's metadata."""
+    update_metadata(path, temperature=round(temperature, 4), **info)

@@ -1,39 +1,50 @@
-"""Charts: training curves from history CSVs, confusion matrices, class counts, face grids."""
+"""Charts: training curves from history CSVs, confusion matrices, class counts, face grids, reliability."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import CLASSES
+from .paths import charts_dir
+from .preprocess import CLASSES
+
+# History CSVs written before the PublicTest columns had their name.
+OLD_HISTORY_COLUMNS = {"val_loss": "public_loss", "val_acc": "public_acc"}
 
 
 def read_history(path) -> pd.DataFrame:
-    return pd.read_csv(path)
+    return pd.read_csv(path).rename(columns=OLD_HISTORY_COLUMNS)
 
 
 def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch, train (dashed) vs PublicTest (solid), one colour per run."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    """Loss and accuracy per epoch, train (dashed) vs PublicTest (solid), one colour per run; the best
+    PublicTest accuracy of each run is marked and named in the legend. Markers show every epoch, so a
+    one-epoch run is a visible point, not an empty chart."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    epochs = 1
     for i, (name, history) in enumerate(histories.items()):
         df = history if isinstance(history, pd.DataFrame) else read_history(history)
-        color = f"C{i}"
-        ax_loss.plot(df["epoch"], df["train_loss"], "--", color=color, label=f"{name} train")
-        ax_loss.plot(df["epoch"], df["val_loss"], "-", color=color, label=f"{name} PublicTest")
-        ax_acc.plot(df["epoch"], df["train_acc"], "--", color=color, label=f"{name} train")
-        ax_acc.plot(df["epoch"], df["val_acc"], "-", color=color, label=f"{name} PublicTest")
-        best = df["val_acc"].idxmax()
-        ax_acc.annotate(f"{df['val_acc'][best]:.1%}", (df["epoch"][best], df["val_acc"][best]),
-                        textcoords="offset points", xytext=(0, 6), ha="center", color=color)
+        df = df.rename(columns=OLD_HISTORY_COLUMNS)
+        color, marker = f"C{i}", "o" if len(df) <= 30 else None
+        epochs = max(epochs, int(df["epoch"].max()))
+        best = df["public_acc"].idxmax()
+        ax_loss.plot(df["epoch"], df["train_loss"], "--", color=color, marker=marker, ms=3, label=f"{name} train")
+        ax_loss.plot(df["epoch"], df["public_loss"], "-", color=color, marker=marker, ms=3,
+                     label=f"{name} PublicTest")
+        ax_acc.plot(df["epoch"], df["train_acc"], "--", color=color, marker=marker, ms=3, label=f"{name} train")
+        ax_acc.plot(df["epoch"], df["public_acc"], "-", color=color, marker=marker, ms=3,
+                    label=f"{name} PublicTest (best {df['public_acc'][best]:.1%}, epoch {df['epoch'][best]})")
+        ax_acc.plot(df["epoch"][best], df["public_acc"][best], "*", color=color, ms=12)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.set_xlim(0.5, epochs + 0.5)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax_loss.legend(fontsize=8)
+    # Below the axes, so that no line or label of the chart is covered.
+    ax_acc.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -74,31 +85,31 @@ def plot_faces(images, labels, per_class: int = 8, title: str = "") -> plt.Figur
     return plot_image_rows(rows, list(CLASSES), title)
 
 
-def plot_image_rows(rows, row_titles, title: str = "") -> plt.Figure:
-    """Gray 48 x 48 images, one list per row (rows may differ in length)."""
+def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0) -> plt.Figure:
+    """Gray 48 x 48 images, one list per row (rows may differ in length), each `size` inches wide."""
     columns = max(1, max(len(r) for r in rows))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.9, len(rows) * 1.0), squeeze=False)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * size, len(rows) * (size + 0.25)),
+                             squeeze=False)
     for row, (images, row_title) in enumerate(zip(rows, row_titles)):
         for col in range(columns):
             ax = axes[row, col]
             ax.axis("off")
             if col < len(images):
                 ax.imshow(images[col], cmap="gray", vmin=0, vmax=255)
-        axes[row, 0].set_title(row_title, fontsize=8, loc="left")
+        axes[row, 0].set_title(row_title, fontsize=9, loc="left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def save(fig: plt.Figure, path) -> Path:
-    """Save a PNG; under FER_SMOKE=1 (the notebooks' quick test run) into a temp folder instead, so that a
-    test never overwrites the committed charts with smoke-run ones."""
-    path = Path(path)
-    if os.environ.get("FER_SMOKE") == "1":
-        path = Path(tempfile.gettempdir()) / "fer-smoke-charts" / path.name
+def save(fig: plt.Figure, name, folder=None) -> Path:
+    """Save a PNG as folder/name (a bare name goes into fer.paths.charts_dir(): charts/ or $FER_CHARTS)."""
+    path = Path(name)
+    if folder is not None or not path.is_absolute() and len(path.parts) == 1:
+        path = Path(folder or charts_dir()) / path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
     return path
 
 

@@ -1,4 +1,4 @@
-"""`python -m fer {train,evaluate,predict}`. Bad input: one line on stderr and exit code 2."""
+"""`python -m fer {train,evaluate,predict,calibrate}`. Bad input: one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
@@ -6,53 +6,41 @@ import json
 import sys
 from pathlib import Path
 
-from .data import CLASSES, SPLITS, DataError
-from .weights import WeightsError
+from .errors import FerError, one_line
 
 EXIT_BAD_INPUT = 2
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other bad input (argparse adds the usage)
+        command = self.prog.removeprefix("python -m fer").strip()
+        print(f"fer: {command + ': ' if command else ''}{one_line(message)} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fer", description="FER-2013 facial-expression recognition "
-                                     "with ResNet50: train, evaluate, predict.")
+    from .config import add_train_arguments
+    from .datasets import SPLITS
+    parser = Parser(prog="python -m fer", description="FER-2013 facial-expression recognition "
+                                     "with ResNet50: train, evaluate, predict, calibrate.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from .model import ARCHS, NORMS, STEMS
-    from .train import TrainConfig
-    d = TrainConfig()
-    t = sub.add_parser("train", help="train a model; best-on-PublicTest weights go to --out",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--data", default=None, help="folder, zip or CSV (default: $FER_DATA, then dataset_1/)")
-    t.add_argument("--model", choices=ARCHS, default=d.model)
-    t.add_argument("--dropout", type=float, default=None, help="p after every activation (resnet50_dropout)")
-    t.add_argument("--head-dropout", type=float, default=d.head_dropout)
-    t.add_argument("--stem", choices=STEMS, default=d.stem)
-    t.add_argument("--norm", choices=NORMS, default=d.norm, help="group: GroupNorm instead of BatchNorm")
-    t.add_argument("--epochs", type=int, default=d.epochs)
-    t.add_argument("--batch-size", type=int, default=d.batch_size)
-    t.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
-    t.add_argument("--lr", type=float, default=d.lr)
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    t.add_argument("--ema-decay", type=float, default=d.ema_decay, help="> 0: keep and ship an EMA of the weights")
-    t.add_argument("--subset", type=int, default=None, help="train on N images only (smoke runs)")
-    t.add_argument("--val-subset", type=int, default=None, help="evaluate on N PublicTest images only")
-    t.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--time-budget", type=float, default=None, help="seconds; the schedule fits inside it")
-    t.add_argument("--out", default=d.out)
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint of --out")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--no-amp", action="store_true", help="float32 throughout (no bf16 autocast)")
-    t.add_argument("--no-progress", action="store_true", help="no tqdm bars (log files)")
+    t = sub.add_parser("train", help="train a model; best-on-PublicTest weights go to --out")
+    add_train_arguments(t)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix on face crops")
     e.add_argument("data", help="folder, zip or CSV of face crops")
     e.add_argument("--split", choices=SPLITS, default=None,
                    help="default: public for FER-2013 layouts, all for a plain <class>/ folder")
-    e.add_argument("--weights", nargs="+", default=None, help="weights file(s); several are ensembled")
-    e.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and flips)")
-    e.add_argument("--batch-size", type=int, default=256)
+    add_weights_arguments(e)
+    e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     c = sub.add_parser("calibrate", help="fit a temperature on PublicTest and store it in the weights")
@@ -63,21 +51,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     c.add_argument("--chart", default=None, help="write a reliability diagram of --report here (PNG)")
 
     p = sub.add_parser("predict", help="find faces in photos and label their expressions")
-    p.add_argument("images", nargs="+", help="photos (jpg, png, ...)")
-    p.add_argument("--weights", nargs="+", default=None, help="weights file(s); several are ensembled")
-    p.add_argument("--out", default=None, help="write annotated copies into this folder")
-    p.add_argument("--tta", action="store_true")
+    p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
+    add_weights_arguments(p)
+    p.add_argument("--out", default=None, help="write annotated copies (NAME.fer.jpg) into this folder")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
+def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", nargs="+", default=None,
+                        help="weights file(s); several are ensembled (default: the shipped model)")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
+
+
 def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must still print
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a usage error already printed in one line (2)
+        return e.code
     try:
         commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate, "predict": run_predict}
         return commands[args.command](args)
-    except (DataError, WeightsError, ValueError, OSError) as e:
-        print(f"fer: {' '.join(str(e).split())}", file=sys.stderr)
+    except (FerError, OSError) as e:
+        print(f"fer: {one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fer: interrupted", file=sys.stderr)
@@ -85,35 +84,28 @@ def main(argv=None) -> int:
 
 
 def run_train(args) -> int:
-    from .train import TrainConfig, train
-    cfg = TrainConfig(data=args.data, model=args.model, dropout=args.dropout, head_dropout=args.head_dropout,
-                      stem=args.stem, norm=args.norm, amp=not args.no_amp, epochs=args.epochs,
-                      batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                      ema_decay=args.ema_decay,
-                      subset=args.subset, val_subset=args.val_subset, device=args.device, seed=args.seed,
-                      time_budget=args.time_budget, out=args.out, resume=args.resume, compile=args.compile,
-                      progress=not args.no_progress)
-    cfg.model_config()  # a bad model/dropout combination fails here, before any data is read
-    train(cfg)
+    from .config import config_from_args
+    from .train import train
+    cfg, explicit = config_from_args(args)
+    train(cfg, explicit)
     return 0
 
 
-def _load_models(paths):
+def load_models(paths) -> list:
     from .weights import load_model
     return [load_model(p) for p in (paths or [None])]
 
 
 def run_evaluate(args) -> int:
-    from .data import load_split
+    from .datasets import load_split
     from .evaluate import evaluate
+    from .preprocess import CLASSES
+    models = load_models(args.weights)
     faces = load_split(args.data, args.split)
-    models = _load_models(args.weights)
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
-    result.update(split=faces.split, data=faces.source, tta=args.tta,
-                  weights=args.weights or ["default"])
+    result.update(split=faces.split, data=faces.source, tta=args.tta, weights=args.weights or ["default"])
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
         return 0
     print(f"{faces.source} [{faces.split}]: {result['n']} images, accuracy {result['accuracy']:.4f}"
           f"{' (TTA)' if args.tta else ''}, {result['images_per_second']:.0f} images/s")
@@ -127,13 +119,13 @@ def run_evaluate(args) -> int:
 
 def run_calibrate(args) -> int:
     from .calibrate import expected_calibration_error, fit_temperature, log_probs_of, write_temperature
-    from .data import load_split
-    from .weights import DEFAULT_WEIGHTS, load_model
+    from .datasets import load_split
+    from .paths import DEFAULT_WEIGHTS
+    from .weights import load_model
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
     model = load_model(path)
     public = load_split(args.data, "public")
-    log_probs = log_probs_of(model, public.images)
-    temperature = fit_temperature(log_probs, public.labels)
+    temperature = fit_temperature(log_probs_of(model, public.images), public.labels)
     result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": "public"}
     if args.report:
         faces = load_split(args.data, args.report)
@@ -153,25 +145,16 @@ def run_calibrate(args) -> int:
 
 
 def run_predict(args) -> int:
-    from .predict import NO_FACE_NOTE, annotate, predict_files
-    models = _load_models(args.weights)
-    results = predict_files(args.images, models, tta=args.tta)
-    failed = [r for r in results if "error" in r]
-    if args.out:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            if "error" not in r:
-                r["annotated"] = str(annotate(r, out_dir))
+    from .predict import iter_predictions, summary_line
+    models = load_models(args.weights)
+    results, failed = [], 0
+    for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out):
+        results.append(result)
+        if "error" in result:
+            failed += 1
+            print(f"fer: {one_line(result['error'])}", file=sys.stderr, flush=True)
+        if "faces" in result and not args.json:
+            print(summary_line(result), flush=True)
     if args.json:
-        print(json.dumps({"results": results}))
-    else:
-        for r in results:
-            if "error" in r:
-                continue
-            faces = ", ".join(f"{f['label']} {f['probs'][f['label']]:.0%}" for f in r["faces"])
-            where = "" if r["face_found"] else f" ({NO_FACE_NOTE})"
-            print(f"{r['path']}: {faces}{where}" + (f" -> {r['annotated']}" if "annotated" in r else ""))
-    for r in failed:
-        print(f"fer: {r['error']}", file=sys.stderr)
+        print(json.dumps({"results": results}, allow_nan=False))
     return EXIT_BAD_INPUT if failed else 0

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import CLASSES, FaceSet, load_split
+from .datasets import FaceSet, load_split
+from .preprocess import CLASSES
 
 SPLIT_NAMES = {"train": "Training", "public": "PublicTest", "private": "PrivateTest"}
 

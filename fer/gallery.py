@@ -2,7 +2,8 @@
 
 ipywidgets 8: FileUpload.value is a tuple of dicts with name, type, size, content (memoryview),
 last_modified. Everything a test needs is reachable without a browser: `Gallery.cards` holds what each
-card shows (labels or the error text) and `Gallery.add_upload(value)` is what the upload button calls.
+card shows (labels or the error text), newest first, and `Gallery.add_upload(value)` is what the upload
+button calls. Only new photos are labelled; changing the model labels them all again.
 """
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from .data import CLASSES, DataError, open_image
+from .ensemble import ENSEMBLE_CHOICE, ensemble_members
+from .errors import FerError, one_line, quote
+from .images import PHOTO_SUFFIXES, open_image
+from .paths import PHOTOS_DIR, TRAINED_MODELS_DIR
 from .predict import NO_FACE_NOTE, draw_labels, predict_image
-from .weights import REPO_ROOT, WeightsError, load_model
+from .preprocess import CLASSES
+from .weights import load_model
 
-PHOTOS_DIR = REPO_ROOT / "photos_to_predict"
-MODELS_DIR = REPO_ROOT / "trained_models"
 MAX_UPLOAD_BYTES = 20_000_000
-ENSEMBLE = "ensemble of all models"
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+BUSY = ("<span style='color:#555'><span class='fer-busy' style='display:inline-block;width:10px;height:10px;"
+        "border:2px solid #2a9d3a;border-top-color:transparent;border-radius:50%;"
+        "animation:fer-spin 0.8s linear infinite'></span> TEXT</span>"
+        "<style>@keyframes fer-spin{to{transform:rotate(360deg)}}</style>")
 
 
 def probability_bars(probs: dict[str, float]) -> str:
@@ -38,66 +43,99 @@ def probability_bars(probs: dict[str, float]) -> str:
 
 
 class Gallery:
-    def __init__(self, photos_dir=PHOTOS_DIR, models_dir=MODELS_DIR, max_upload_bytes=MAX_UPLOAD_BYTES):
+    def __init__(self, photos_dir=PHOTOS_DIR, models_dir=TRAINED_MODELS_DIR, max_upload_bytes=MAX_UPLOAD_BYTES):
         self.photos_dir = Path(photos_dir)
         self.models_dir = Path(models_dir)
         self.max_upload_bytes = max_upload_bytes
-        self.cards: list[dict] = []  # {"name", "labels"} or {"name", "error"}, in display order
-        self._photos: list[tuple[str, bytes]] = []
+        self.cards: list[dict] = []    # what each card shows, newest first: {"name", "labels"} or {"name", "error"}
+        self._photos: list[tuple[str, bytes | Exception]] = []  # newest first, like the cards
+        self._card_widgets: list[widgets.Widget] = []
         self._models: dict[str, list] = {}
 
-        model_files = sorted(self.models_dir.glob("*.safetensors"))
-        options = [p.name for p in model_files] + ([ENSEMBLE] if len(model_files) > 1 else [])
+        names = sorted(p.name for p in self.models_dir.glob("*.safetensors"))
+        try:
+            has_ensemble = len(ensemble_members(self.models_dir)) > 1
+        except FerError:
+            has_ensemble = False
+        options = names + ([ENSEMBLE_CHOICE] if has_ensemble else [])
         default = "resnet50_dropout.safetensors"
         self.model_picker = widgets.Dropdown(options=options, description="model",
                                              value=default if default in options else (options or [None])[0])
         self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload photos")
         self.status = widgets.HTML()
+        self.summary = widgets.HTML()  # a live table of the cards, for the notebook's last cell
         self.cards_box = widgets.VBox()
         self.widget = widgets.VBox([widgets.HBox([self.upload, self.model_picker]), self.status, self.cards_box])
         self.upload.observe(lambda change: self.add_upload(change["new"]), names="value")
-        self.model_picker.observe(lambda change: self.refresh(), names="value")
-        for path in sorted(self.photos_dir.iterdir()) if self.photos_dir.is_dir() else []:
-            if path.suffix.lower() in PHOTO_SUFFIXES:
-                self._photos.append((path.name, path.read_bytes()))
-        self.refresh()
+        self.model_picker.observe(lambda change: self.relabel_all(), names="value")
+        shipped = sorted(self.photos_dir.iterdir()) if self.photos_dir.is_dir() else []
+        self._add([(p.name, p.read_bytes()) for p in reversed(shipped) if p.suffix.lower() in PHOTO_SUFFIXES])
 
     def models(self) -> list:
         choice = self.model_picker.value
         if choice is None:
-            raise WeightsError(f"no weights in '{self.models_dir}'")
+            raise FerError(f"no weights in {quote(self.models_dir)}")
         if choice not in self._models:
-            names = [o for o in self.model_picker.options if o != ENSEMBLE] if choice == ENSEMBLE else [choice]
-            self._models[choice] = [load_model(self.models_dir / n) for n in names]
+            paths = ensemble_members(self.models_dir) if choice == ENSEMBLE_CHOICE else [self.models_dir / choice]
+            self._models[choice] = [load_model(p) for p in paths]
         return self._models[choice]
 
     def add_upload(self, value) -> None:
-        """Add uploaded files (the FileUpload.value tuple) to the gallery; a bad one becomes a message."""
+        """Label newly uploaded files (the FileUpload.value tuple) and show them first."""
+        items = []
         for item in value:
             content = bytes(item["content"])
             if len(content) > self.max_upload_bytes:
-                self._photos.append((item["name"], DataError(
-                    f"cannot read '{item['name']}': file too large ({len(content):,} bytes, "
-                    f"limit {self.max_upload_bytes:,})")))
-            else:
-                self._photos.append((item["name"], content))
-        self.refresh()
+                content = FerError(f"cannot read {quote(item['name'])}: file too large ({len(content):,} bytes, "
+                                   f"limit {self.max_upload_bytes:,})")
+            items.append((item["name"], content))
+        if items:
+            self._add(items)
+            self.upload.value = ()  # so that uploading the same file again is a change, and memory is freed
 
-    def refresh(self) -> None:
+    def _add(self, items) -> None:
+        self._busy(f"labelling {len(items)} photo{'s' * (len(items) != 1)}...")
         try:
             models = self.models()
-        except (WeightsError, DataError, OSError) as e:
-            self.status.value = f"<b style='color:#b00'>{html.escape(str(e))}</b>"
-            self.cards, self.cards_box.children = [], ()
+        except FerError as e:
+            self._show_error(e)
             return
-        self.status.value = f"{len(self._photos)} photos, model: {html.escape(str(self.model_picker.value))}"
-        self.cards = []
-        children = []
-        for name, content in self._photos:
-            card, child = self._card(name, content, models)
-            self.cards.append(card)
-            children.append(child)
-        self.cards_box.children = tuple(children)
+        new = [self._card(name, content, models) for name, content in items]
+        self._photos[:0] = items
+        self.cards[:0] = [card for card, _ in new]
+        self._card_widgets[:0] = [child for _, child in new]
+        self._show()
+
+    def relabel_all(self) -> None:
+        """Label every photo again with the model just picked."""
+        self._busy(f"labelling {len(self._photos)} photos with {self.model_picker.value}...")
+        try:
+            models = self.models()
+        except FerError as e:
+            self._show_error(e)
+            return
+        new = [self._card(name, content, models) for name, content in self._photos]
+        self.cards = [card for card, _ in new]
+        self._card_widgets = [child for _, child in new]
+        self._show()
+
+    def _busy(self, text: str) -> None:
+        self.upload.disabled = self.model_picker.disabled = True
+        self.status.value = BUSY.replace("TEXT", html.escape(text))
+
+    def _show_error(self, error: Exception) -> None:
+        self.upload.disabled = self.model_picker.disabled = False
+        self.status.value = f"<b style='color:#b00'>{html.escape(one_line(error))}</b>"
+
+    def _show(self) -> None:
+        self.cards_box.children = tuple(self._card_widgets)
+        self.upload.disabled = self.model_picker.disabled = False
+        self.status.value = (f"{len(self.cards)} photos, newest first; model: "
+                             f"{html.escape(str(self.model_picker.value))}")
+        rows = "".join(f"<tr><td>{html.escape(c['name'])}</td><td>"
+                       f"{html.escape(', '.join(c['labels']) if 'labels' in c else c['error'])}</td></tr>"
+                       for c in self.cards)
+        self.summary.value = f"<table><tr><th>photo</th><th>labels, or why it failed</th></tr>{rows}</table>"
 
     def _card(self, name: str, content, models):
         title = widgets.HTML(f"<b>{html.escape(name)}</b>")
@@ -106,10 +144,11 @@ class Gallery:
                 raise content
             image = open_image(content, name)
             result = predict_image(image, models)
-        except DataError as e:
-            message = widgets.HTML(f"<span style='color:#b00'>{html.escape(str(e))}</span>")
-            return {"name": name, "error": str(e)}, widgets.VBox([title, message])
-        drawn = draw_labels(image, result)
+            drawn = draw_labels(image, result)
+        except Exception as e:  # noqa: BLE001 - one bad upload shows its message; the gallery goes on
+            message = one_line(e) if isinstance(e, FerError) else f"cannot label {quote(name)}: {type(e).__name__}: {one_line(e)}"
+            shown = widgets.HTML(f"<span style='color:#b00'>{html.escape(message)}</span>")
+            return {"name": name, "error": message}, widgets.VBox([title, shown])
         drawn.thumbnail((360, 360))
         buffer = io.BytesIO()
         drawn.save(buffer, format="PNG")

@@ -5,13 +5,15 @@ version of this project did. `head_dropout` adds dropout before the classifier o
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from .data import CLASSES, IMAGE_SIZE
+from .errors import ConfigError
+from .preprocess import CLASSES, IMAGE_SIZE
 
 ARCHS = ("resnet50", "resnet50_dropout")
 # How the network reads a 48-px face before layer1, and the size layer1 sees:
@@ -27,7 +29,7 @@ DEFAULT_DROPOUT = {"resnet50": 0.0, "resnet50_dropout": 0.05}
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model; stored in the weights' metadata."""
+    """Everything needed to rebuild a model; stored in the weights' metadata and in checkpoints."""
     arch: str = "resnet50_dropout"
     dropout: float = 0.05         # after every activation; resnet50_dropout only
     head_dropout: float = 0.0     # before the final linear layer
@@ -37,24 +39,28 @@ class ModelConfig:
     image_size: int = IMAGE_SIZE
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown model '{self.arch}' (expected one of {', '.join(ARCHS)})")
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm '{self.norm}' (expected one of {', '.join(NORMS)})")
-        if self.stem not in STEMS:
-            raise ValueError(f"unknown stem '{self.stem}' (expected one of {', '.join(STEMS)})")
-        if self.arch == "resnet50" and self.dropout:
-            raise ValueError("dropout after every activation is the resnet50_dropout model; "
-                             "use head_dropout for the plain resnet50")
+        for name, allowed in (("arch", ARCHS), ("stem", STEMS), ("norm", NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r} (expected one of {', '.join(allowed)})")
         for name in ("dropout", "head_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1)")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ConfigError(f"{name} must be a number in [0, 1), not {value!r}")
+        if self.arch == "resnet50" and self.dropout:
+            raise ConfigError("dropout after every activation is the resnet50_dropout model; "
+                              "use head_dropout for the plain resnet50")
+        for name, expected in (("num_classes", len(CLASSES)), ("image_size", IMAGE_SIZE)):
+            value = getattr(self, name)
+            if type(value) is not int or value != expected:  # noqa: E721 - 7.0, True and "7" are not 7
+                raise ConfigError(f"{name} must be {expected} for FER-2013's faces and classes, not {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"a model config is a JSON object, not {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

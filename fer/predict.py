@@ -1,7 +1,7 @@
-"""Prediction on photos: find the faces (OpenCV Haar cascade), label each, draw the labels on the photo."""
+"""Prediction on photos: find the faces, crop each like FER-2013, label it, draw the labels on the photo."""
 from __future__ import annotations
 
-from functools import lru_cache
+import os
 from pathlib import Path
 
 import cv2
@@ -9,61 +9,38 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import CLASSES, DataError, open_image, preprocess_face, to_gray, to_viewable
-from .evaluate import predict_probs
+from .detect import DetectorConfig, Face, crop_face, detect_faces
+from .errors import DataError, FerError, one_line, quote
+from .images import display_name, open_image, to_gray, to_rgb, to_viewable
+from .inference import predict_probs
+from .preprocess import CLASSES
+from .runtime import atomic_write
 
-# Detection runs on a copy at most this many pixels on its long side: faster on big photos, and faces
-# smaller than 1/40 of that are too small to read an expression from anyway.
-DETECT_MAX_SIDE = 1024
 BOX_COLOR = (0, 220, 0)
+NO_FACE_COLOR = (255, 170, 0)
 NO_FACE_NOTE = "no face found: the whole photo was used"
+ANNOTATED_SUFFIX = ".fer.jpg"
 
 
-@lru_cache(maxsize=1)
-def face_detector() -> cv2.CascadeClassifier:
-    path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-    detector = cv2.CascadeClassifier(str(path))
-    if detector.empty():
-        raise RuntimeError(f"OpenCV's face cascade is missing ({path}); install opencv-python-headless<5")
-    return detector
+def predict_image(image: Image.Image, models, tta: bool = False, temperature: float | None = None,
+                  detector: DetectorConfig = DetectorConfig(), align: bool = True) -> dict:
+    """Faces and their expressions in one photo; the whole photo is used when no face is found.
 
-
-def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) in `gray`'s pixels, largest first."""
-    scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
-    if scale < 1:
-        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-        small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    else:
-        small = gray
-    min_side = max(24, min(small.shape) // 40)
-    boxes = face_detector().detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=5,
-                                             minSize=(min_side, min_side))
-    boxes = [tuple(int(round(v / scale)) for v in box) for box in boxes]
-    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
-
-
-def predict_image(image: Image.Image, model, tta: bool = False, temperature: float | None = None) -> dict:
-    """Faces and their expressions in one photo; the whole photo is used when no face is found."""
-    gray = to_gray(image)
-    boxes = detect_faces(gray)
-    face_found = bool(boxes)
+    models: a model, an engine or a list (ensemble); temperature None: each model's calibrated one.
+    Returns {"face_found", "faces": [{"box", "score", "landmarks", "label", "probs"}]}.
+    """
+    image = to_viewable(image)
+    faces = detect_faces(to_rgb(image), detector)
+    face_found = bool(faces)
     if not face_found:
-        boxes = [(0, 0, gray.shape[1], gray.shape[0])]
-    crops = torch.from_numpy(np.stack([preprocess_face(gray[y:y + h, x:x + w]) for x, y, w, h in boxes]))
-    if temperature is None:
-        temperature = _temperature(model)
-    probs = predict_probs(model, crops, tta=tta, device="cpu", temperature=temperature)
-    faces = [{"box": list(box), "label": CLASSES[int(p.argmax())],
-              "probs": {c: round(float(v), 4) for c, v in zip(CLASSES, p)}} for box, p in zip(boxes, probs)]
-    return {"face_found": face_found, "faces": faces}
-
-
-def _temperature(model) -> float:
-    # Calibrated ensembles and models carry a temperature in their metadata; 1 otherwise.
-    models = model if isinstance(model, (list, tuple)) else [model]
-    temps = [getattr(m, "fer_metadata", {}).get("temperature", 1.0) for m in models]
-    return float(sum(temps) / len(temps))
+        faces = [Face((0, 0, image.width, image.height), score=None)]
+    gray = to_gray(image)
+    crops = torch.from_numpy(np.stack([crop_face(gray, face, align) for face in faces]))
+    probs = predict_probs(models, crops, tta=tta, temperature=temperature)
+    return {"face_found": face_found, "faces": [
+        {"box": list(face.box), "score": face.score, "landmarks": face.landmarks,
+         "label": CLASSES[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(CLASSES, p)}}
+        for face, p in zip(faces, probs)]}
 
 
 def predict(path, model, classes=CLASSES, print_text: bool = True, put_text: bool = True,
@@ -75,47 +52,99 @@ def predict(path, model, classes=CLASSES, print_text: bool = True, put_text: boo
     image = open_image(path)
     result = {"path": str(path), **predict_image(image, model, tta=tta)}
     if print_text:
-        for face in result["faces"]:
-            where = "" if result["face_found"] else f" ({NO_FACE_NOTE})"
-            print(f"{path}: {face['label']} ({face['probs'][face['label']]:.0%}){where}")
+        print(summary_line(result))
     if put_text:
         result["image"] = draw_labels(image, result)
     return result
 
 
-def predict_files(paths, model, tta: bool = False) -> list[dict]:
-    """Predict every photo; a file that cannot be read gets {"path", "error"} and the batch goes on."""
-    results = []
+def summary_line(result: dict) -> str:
+    """`photo.jpg: happy 87%, sad 41% -> out/photo.fer.jpg`, the name escaped if it holds control characters."""
+    faces = ", ".join(f"{f['label']} {f['probs'][f['label']]:.0%}" for f in result["faces"])
+    where = "" if result["face_found"] else f" ({NO_FACE_NOTE})"
+    written = f" -> {display_name(result['annotated'])}" if "annotated" in result else ""
+    return f"{display_name(result['path'])}: {faces}{where}{written}"
+
+
+def predict_files(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig()
+                  ) -> list[dict]:
+    """A result per photo (see iter_predictions)."""
+    return list(iter_predictions(paths, models, tta, out_dir, detector))
+
+
+def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig()):
+    """Yield a result per photo, as it is done, writing its annotated copy into out_dir when given.
+
+    A photo that cannot be read or written yields {"path", "error"} and the batch goes on; nothing is
+    ever written over a photo of the batch (see annotated_paths).
+    """
+    paths = [Path(p) for p in paths]
+    targets = annotated_paths(paths, out_dir) if out_dir is not None else {}
     for path in paths:
         try:
-            results.append({"path": str(path), **predict_image(open_image(path), model, tta=tta)})
-        except DataError as e:
-            results.append({"path": str(path), "error": str(e)})
-    return results
+            image = open_image(path)
+            result = {"path": str(path), **predict_image(image, models, tta=tta, detector=detector)}
+        except FerError as e:
+            yield {"path": str(path), "error": str(e)}
+            continue
+        except Exception as e:  # noqa: BLE001 - one photo that breaks the pipeline must not end the batch
+            yield {"path": str(path), "error": f"cannot process {quote(path)}: {type(e).__name__}: {one_line(e)}"}
+            continue
+        if out_dir is not None:
+            try:
+                result["annotated"] = str(write_annotated(image, result, targets[path]))
+            except (OSError, ValueError) as e:
+                result["error"] = f"cannot write {quote(targets[path])}: {one_line(e)}"
+        yield result
+
+
+def annotated_paths(paths: list[Path], out_dir) -> dict[Path, Path]:
+    """Where each photo's annotated copy goes: out_dir/<stem>.fer.jpg, numbered (<stem>-2.fer.jpg ...) where
+    two photos share a stem, and never the path of any photo of the batch."""
+    out_dir = Path(out_dir)
+    inputs = {os.path.realpath(p) for p in paths}
+    taken, targets = set(), {}
+    for path in paths:
+        if path in targets:
+            continue
+        n, target = 1, out_dir / f"{path.stem}{ANNOTATED_SUFFIX}"
+        while target in taken or os.path.realpath(target) in inputs:
+            n += 1
+            target = out_dir / f"{path.stem}-{n}{ANNOTATED_SUFFIX}"
+        taken.add(target)
+        targets[path] = target
+    return targets
+
+
+def write_annotated(image: Image.Image, result: dict, target: Path) -> Path:
+    """The annotated copy as a JPEG, written atomically (a symlink at target is replaced, not followed)."""
+    target = Path(target)
+    if target.exists() and not target.is_file() and not target.is_symlink():
+        raise DataError(f"{quote(target)} exists and is not a file")
+    drawn = draw_labels(image, result)
+    with atomic_write(target) as tmp:
+        drawn.save(tmp, format="JPEG", quality=92)
+    return target
 
 
 def draw_labels(image: Image.Image, result: dict) -> Image.Image:
-    """A copy of the photo (RGB) with each face's box and "label 87%" drawn on it."""
+    """A copy of the photo (RGB) with each face's box and "label 87%" drawn on it, always inside the photo."""
     canvas = np.array(to_viewable(image).convert("RGB"))  # a copy: the photo itself is never drawn on
-    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    height, width = canvas.shape[:2]
     for face in result["faces"]:
         x, y, w, h = face["box"]
+        color = BOX_COLOR if result["face_found"] else NO_FACE_COLOR
         text = f"{face['label']} {face['probs'][face['label']]:.0%}"
-        font_scale = max(0.4, w / 220)
+        # Readable on a phone photo and a thumbnail alike: from the face's width and the photo's size.
+        font_scale = max(0.35, min(w / 220, 4.0), max(width, height) / 1600)
+        thickness = max(1, round(font_scale * 1.6))
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), BOX_COLOR, thickness)
-        top = y - th - baseline - 4 if y - th - baseline - 4 >= 0 else y + h
-        cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + baseline + 4), BOX_COLOR, -1)
-        cv2.putText(canvas, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
+        label_h = th + baseline + 4
+        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), color, max(1, thickness // 2 + 1))
+        top = y - label_h if y - label_h >= 0 else y  # above the box, else inside its top
+        top = max(0, min(top, height - label_h))
+        left = max(0, min(x, width - tw - 4))
+        cv2.rectangle(canvas, (left, top), (left + tw + 4, top + label_h), color, -1)
+        cv2.putText(canvas, text, (left + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
                     thickness, cv2.LINE_AA)
     return Image.fromarray(canvas)
-
-
-def annotate(result: dict, out_dir) -> Path:
-    """Write the annotated copy of result["path"] as out_dir/<name>.fer.jpg; never over the original."""
-    source = Path(result["path"])
-    target = Path(out_dir) / f"{source.stem}.fer.jpg"
-    if target.resolve() == source.resolve():
-        raise DataError(f"will not overwrite '{source}' with its annotated copy")
-    draw_labels(open_image(source), result).save(target, quality=92)
-    return target

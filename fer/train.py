@@ -1,28 +1,25 @@
 """Training: one loop for CPU and CUDA. Train an epoch, evaluate on PublicTest, log, checkpoint.
 
 The uint8 training set lives on the training device as one tensor and is augmented there in batches
-(`fer.data.augment`), so there are no DataLoader workers. The learning rate follows warm-up + cosine over
-the run's progress, which is the larger of steps done / steps planned and seconds used / --time-budget:
-a time budget therefore compresses the whole schedule instead of cutting it off at a high rate.
+(`fer.augment`), so there are no DataLoader workers. The learning rate follows warm-up + cosine over the
+run's progress, which is the larger of steps done / steps planned and seconds used / --time-budget: a time
+budget therefore compresses the whole schedule instead of cutting it off at a high rate.
 
 Distributed: under `torchrun --nproc-per-node N -m fer train ...` every rank draws the same shuffled
 order and the same augmentation for the global batch, trains on its 1/N slice in DistributedDataParallel
 (NCCL on GPUs with SyncBatchNorm, gloo on CPUs), and rank 0 alone evaluates and writes files.
 
-Files, for --out trained_models/NAME.safetensors:
-  trained_models/NAME.safetensors          best-on-PublicTest weights, float16, config in the metadata
-  trained_models/NAME.history.csv          one row per epoch
-  trained_models/checkpoints/NAME/last.pt  everything --resume needs (written atomically)
+Files, for --out DIR/NAME.safetensors (default runs/<arch>/<arch>.safetensors):
+  DIR/NAME.safetensors              best-on-PublicTest weights, float16, config in the metadata
+  DIR/NAME.history.csv              one row per epoch
+  DIR/checkpoints/NAME/last.pt      everything --resume needs, the TrainConfig included
 """
 from __future__ import annotations
 
 import csv
 import math
-import os
 import random
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,65 +28,32 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .data import AugmentConfig, augment, load_split, normalize
-from .evaluate import autocast_for, evaluate
-from .model import DEFAULT_DROPOUT, ModelConfig, build_model
-from .weights import save_weights
+from .augment import augment
+from .config import RESUMABLE, TrainConfig
+from .datasets import load_split
+from .errors import ConfigError, FerError, WeightsError, one_line, quote
+from .evaluate import evaluate
+from .model import build_model
+from .paths import runs_dir
+from .preprocess import normalize
+from .runtime import Dist, atomic_write, autocast_for, init_distributed, machine_description, \
+    remove_stale_temp_files
+from .weights import read_metadata, save_weights
 
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "public_loss", "public_acc", "seconds",
                   "images_per_second")
+CHECKPOINT_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "seconds": float,
+                     "best_acc": float, "history": list, "args": dict, "rng": dict}
 
 
-@dataclass
-class TrainConfig:
-    data: str | None = None            # folder, zip or CSV; None: $FER_DATA, then dataset_1/
-    model: str = "resnet50_dropout"
-    dropout: float | None = None       # None: the model's default (0.05 for resnet50_dropout)
-    head_dropout: float = 0.0
-    stem: str = "imagenet"
-    epochs: int = 30
-    batch_size: int = 128
-    optimizer: str = "adamw"           # adamw, or sgd (Nesterov momentum)
-    # AdamW learned faster in the first epochs on the CPU (33% vs 27% train accuracy after 120 steps); SGD
-    # at 0.05 and up diverged in warm-up and at 0.02 stayed at the class prior for two epochs (measured).
-    lr: float = 1e-3                   # peak learning rate
-    momentum: float = 0.9              # sgd only
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    warmup: float = 0.05               # fraction of the run spent warming up
-    ema_decay: float = 0.0             # > 0: evaluate and ship an exponential moving average of the weights
-    norm: str = "batch"                # batch, or group (GroupNorm: independent of the batch split)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    subset: int | None = None          # train on this many images only (smoke runs)
-    val_subset: int | None = None
-    device: str = "auto"
-    seed: int = 0
-    time_budget: float | None = None   # seconds for the whole run; the schedule fits inside it
-    out: str = "trained_models/resnet50_dropout.safetensors"
-    resume: bool = False
-    compile: bool = False
-    amp: bool = True                   # bf16 autocast where the hardware runs it fast
-    progress: bool = True              # tqdm bars
-
-    def model_config(self) -> ModelConfig:
-        dropout = DEFAULT_DROPOUT[self.model] if self.dropout is None else self.dropout
-        return ModelConfig(arch=self.model, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem,
-                           norm=self.norm)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def default_out(arch: str) -> Path:
+    return runs_dir() / arch / f"{arch}.safetensors"
 
 
 def paths_for(out) -> dict[str, Path]:
     out = Path(out)
     return {"weights": out, "history": out.with_suffix(".history.csv"),
             "checkpoint": out.parent / "checkpoints" / out.stem / "last.pt"}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_at(progress: float, peak: float, warmup: float) -> float:
@@ -104,49 +68,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class Dist:
-    """This process's place in a torchrun job; rank 0 of 1 when not distributed."""
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            torch.distributed.all_reduce(tensor)
-        return tensor
-
-    def max(self, value: float, device) -> float:
-        if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-        return float(tensor)
-
-    def from_rank0(self, value):
-        if not self.enabled:
-            return value
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # norms and biases: no weight decay
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def init_distributed(cfg: TrainConfig) -> tuple[Dist, torch.device]:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist(), pick_device(cfg.device)
-    use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    dist = Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    if cfg.batch_size % dist.world:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the {dist.world} processes")
-    if use_cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-        return dist, device
-    return dist, torch.device("cpu")
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device, ema=None):
+    """One optimizer step on a normalized, augmented batch; returns the logits and the loss (detached).
+    The throughput benchmark times this same function."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast_for(device, cfg.amp):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if ema is not None:
+        ema.update_parameters(model)
+    return logits.detach(), loss.detach()
 
 
 def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state: dict, generator,
@@ -179,17 +122,9 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
         if dist.enabled:
             part = len(index) // dist.world
             x, y = x[dist.rank * part:(dist.rank + 1) * part], y[dist.rank * part:(dist.rank + 1) * part]
-        x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device, cfg.amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        logits, loss = train_step(model, optimizer, x, y, cfg, device, ema)
         state["step"] += 1
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if cfg.progress and i % 20 == 0:
@@ -207,42 +142,94 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
 
 def save_checkpoint(path: Path, model, optimizer, state: dict, cfg: TrainConfig, generator, ema=None) -> None:
     """Written to a temp file and renamed, so the checkpoint on disk is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state["epoch"],
                   "ema": ema.state_dict() if ema is not None else None,
-                  "step": state["step"], "seconds": state["seconds"], "best_acc": state["best_acc"],
+                  "step": state["step"], "seconds": float(state["seconds"]), "best_acc": float(state["best_acc"]),
                   "history": state["history"], "args": cfg.to_dict(),
                   "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint whose every field has the expected type; WeightsError in one line otherwise."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many kinds for truncated or foreign files
-        raise ValueError(f"cannot resume from '{path}': not a complete fer checkpoint "
-                         f"({' '.join(str(e).split())[:200]})") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for truncated or foreign files
+        raise WeightsError(f"cannot resume from {quote(path)}: not a complete fer checkpoint "
+                           f"({one_line(e)[:200]})") from None
     if not isinstance(checkpoint, dict) or not {"model", "optimizer", "epoch", "args"} <= checkpoint.keys():
-        raise ValueError(f"cannot resume from '{path}': not a fer training checkpoint")
+        raise WeightsError(f"cannot resume from {quote(path)}: not a fer training checkpoint")
+    for name, kind in CHECKPOINT_FIELDS.items():
+        value = checkpoint.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise WeightsError(f"cannot resume from {quote(path)}: its '{name}' is "
+                               f"{type(value).__name__ if name in checkpoint else 'missing'}, not {kind.__name__}")
+    if not all(isinstance(r, dict) for r in checkpoint["history"]) or \
+            not isinstance(checkpoint["rng"].get("torch"), torch.Tensor) or \
+            not isinstance(checkpoint["rng"].get("generator"), torch.Tensor):
+        raise WeightsError(f"cannot resume from {quote(path)}: its history or random state is malformed")
     return checkpoint
 
 
 def write_history(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         for row in history:
             writer.writerow({k: row[k] for k in HISTORY_FIELDS})
-    os.replace(tmp, path)
 
 
-def train(cfg: TrainConfig) -> dict:
+def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[TrainConfig, dict | None]:
+    """Check the settings and the files of a run before any data is read.
+
+    Returns the config to train with and the checkpoint to resume from. On --resume the checkpoint's
+    stored config is the run's: settings given explicitly (all of them when `explicit` is None, as from
+    Python) must agree with it, except the RESUMABLE ones, which it takes over.
+    """
+    cfg.validate()
+    if cfg.out is None:
+        cfg.out = str(default_out(cfg.arch))
+    files = paths_for(cfg.out)
+    if files["weights"].is_dir():
+        raise ConfigError(f"--out {quote(cfg.out)} is a folder; give a file name such as {quote(Path(cfg.out) / 'model.safetensors')}")
+    if files["weights"].suffix != ".safetensors":
+        raise ConfigError(f"--out {quote(cfg.out)} must end in .safetensors")
+    for path in files.values():
+        remove_stale_temp_files(path)
+    if not cfg.resume:
+        if files["weights"].exists() and not cfg.force:
+            try:
+                acc = read_metadata(files["weights"]).get("public_acc")
+                what = f"a model (PublicTest {acc:.2%})" if acc is not None else "a model"
+            except FerError:
+                what = "a file that is not fer weights"
+            raise ConfigError(f"{quote(cfg.out)} already holds {what}: choose another --out, --resume its run, "
+                              f"or --force to replace it")
+        return cfg, None
+    if not files["checkpoint"].exists():
+        raise ConfigError(f"nothing to resume: no checkpoint at {quote(files['checkpoint'])}")
+    checkpoint = load_checkpoint(files["checkpoint"])
+    try:
+        stored = TrainConfig.from_dict(checkpoint["args"])
+    except ConfigError as e:
+        raise WeightsError(f"cannot resume from {quote(files['checkpoint'])}: {e}") from None
+    differing = stored.differences(cfg, None if explicit is None else explicit)
+    if differing:
+        name = differing[0]
+        may_change = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE[:6])
+        raise ConfigError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the "
+                          f"checkpoint's {getattr(stored, name)!r}; only {may_change} may change")
+    taken = {k: getattr(cfg, k) for k in RESUMABLE if explicit is None or k in explicit}
+    resumed = TrainConfig(**{**stored.to_dict(), **taken, "out": cfg.out, "resume": True})
+    return resumed.validate(), checkpoint
+
+
+def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     """Train, keeping the best-on-PublicTest weights; returns the final state (history, best_acc, ...)."""
-    dist, device = init_distributed(cfg)
+    cfg, checkpoint = prepare_run(cfg, explicit)
+    dist, device = init_distributed(cfg.device, cfg.batch_size)
     files = paths_for(cfg.out)
     model_cfg = cfg.model_config()
     seed_everything(cfg.seed + dist.rank)  # dropout masks differ between ranks, as between samples
@@ -256,34 +243,28 @@ def train(cfg: TrainConfig) -> dict:
     if dist.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=torch.channels_last)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]  # BN and biases: no weight decay
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    elif cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    else:
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}' (expected adamw or sgd)")
+    optimizer = make_optimizer(model, cfg)
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "best_acc": -1.0, "history": []}
     ema = None
     if cfg.ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
 
-    if cfg.resume and files["checkpoint"].exists():
-        checkpoint = load_checkpoint(files["checkpoint"])
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if ema is not None and checkpoint.get("ema") is not None:
-            ema.load_state_dict(checkpoint["ema"])
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(checkpoint["ema"])
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            generator.set_state(checkpoint["rng"]["generator"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise WeightsError(f"cannot resume from {quote(files['checkpoint'])}: it does not fit this run "
+                               f"({one_line(e)[:200]})") from None
         state = {k: checkpoint[k] for k in ("epoch", "step", "seconds", "best_acc", "history")}
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        generator.set_state(checkpoint["rng"]["generator"])
-        if device.type == "cuda" and checkpoint["rng"]["cuda"]:
+        if device.type == "cuda" and checkpoint["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
         if dist.rank == 0:
             write_history(files["history"], state["history"])  # drop rows of an epoch that was not checkpointed
-        if dist.rank == 0:
             print(f"resumed from {files['checkpoint']} at epoch {state['epoch']}")
 
     step_model = torch.compile(model) if cfg.compile else model
@@ -292,8 +273,9 @@ def train(cfg: TrainConfig) -> dict:
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
     log = print if dist.rank == 0 else (lambda *args, **kwargs: None)
     log(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
-          f"{len(train_set)} train, {len(val_set)} PublicTest images"
-        + (f", {dist.world} processes" if dist.enabled else ""))
+        f"{len(train_set)} train, {len(val_set)} PublicTest images" + (f", {dist.world} processes" if dist.enabled
+                                                                       else "") + f"; weights -> {cfg.out}")
+    wrote_weights = False
     while state["epoch"] < cfg.epochs:
         epoch_start = time.perf_counter()
         stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema,
@@ -307,46 +289,31 @@ def train(cfg: TrainConfig) -> dict:
                 break
             continue
         shipped = ema.module if ema is not None else model  # what is evaluated is what is saved
-        val = evaluate(shipped, val_set, device=device)
+        val = evaluate(shipped, val_set)
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
         row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
                "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
-               "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
+               "public_loss": round(val["loss"], 5), "public_acc": round(val["accuracy"], 5),
                "seconds": round(state["seconds"], 1), "images_per_second": round(stats["images_per_second"], 1)}
         state["history"].append(row)
         if val["accuracy"] > state["best_acc"]:
             state["best_acc"] = val["accuracy"]
             save_weights(shipped, model_cfg, files["weights"], public_acc=round(val["accuracy"], 5),
                          epoch=state["epoch"], train_seconds=round(state["seconds"], 1),
-                         train_config=cfg.to_dict(), device=_device_name(device))
+                         train_config=cfg.to_dict(), device=machine_description(device))
+            wrote_weights = True
         save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator, ema)
         write_history(files["history"], state["history"])
         print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-              f"PublicTest loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | lr {row['lr']:.4f} | "
+              f"PublicTest loss {row['public_loss']:.4f} acc {row['public_acc']:.4f} | lr {row['lr']:.4f} | "
               f"{row['images_per_second']:.0f} img/s | {row['seconds']:.0f} s", flush=True)
         dist.from_rank0(state["seconds"])
         if stats["finished"]:
             break
-    log(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
     if dist.enabled:
         torch.distributed.destroy_process_group()
+    if wrote_weights or (checkpoint is not None and files["weights"].exists()):
+        log(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
+    elif dist.rank == 0:
+        raise FerError(f"no epoch finished (epoch {state['epoch']} of {cfg.epochs}): no weights were written")
     return state
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores)"
-
-
-def notebook_config(**values) -> TrainConfig:
-    """The TrainConfig of notebooks/02's parameters; with FER_SMOKE=1 in the environment (the nbval run in
-    the test suite) it shrinks to a 1-epoch run on 256 images so that the notebook's defaults can stay the
-    real run."""
-    cfg = TrainConfig(**values)
-    if os.environ.get("FER_SMOKE") == "1":
-        cfg.epochs, cfg.subset, cfg.val_subset, cfg.progress = 1, min(cfg.subset or 256, 256), 256, False
-        # A smoke run must never replace the shipped weights.
-        cfg.out = str(Path(tempfile.mkdtemp(prefix="fer-smoke-")) / Path(cfg.out).name)
-        print(f"FER_SMOKE=1: smoke run (1 epoch, 256 images) into {cfg.out}")
-    return cfg

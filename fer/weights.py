@@ -1,8 +1,14 @@
-"""Weights as safetensors, with everything needed to use them in the metadata. Nothing is unpickled."""
+"""Weights as safetensors, with everything needed to use them in the metadata. Nothing is unpickled.
+
+Every field of the metadata is checked against what this code can use before anything is built, and every
+tensor against the model's shapes and for finite values: a tampered or foreign file is refused in one line.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import math
+import numbers
 import subprocess
 from pathlib import Path
 
@@ -10,16 +16,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .data import CLASSES, IMAGE_SIZE, NORM_MEAN, NORM_STD
+from .errors import ConfigError, WeightsError, one_line, quote
 from .model import ModelConfig, build_model
+from .paths import DEFAULT_WEIGHTS, REPO_ROOT
+from .preprocess import CLASSES, IMAGE_SIZE, NORM_MEAN, NORM_STD
+from .runtime import atomic_write
 
 FORMAT = "fer-weights/1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = REPO_ROOT / "trained_models" / "resnet50_dropout.safetensors"
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used; the message is one line."""
+# A temperature outside this range is not a calibration but a broken file (0 divides, < 0 inverts).
+TEMPERATURE_RANGE = (0.05, 20.0)
 
 
 def git_commit() -> str:
@@ -31,12 +36,11 @@ def git_commit() -> str:
 
 
 def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.float16, **info) -> Path:
-    """Write the model's weights (float16 by default) and its metadata atomically (temp file + rename).
+    """Write the model's weights (float16 by default) and its metadata atomically.
 
     info: extra metadata such as public_acc or epoch; values are stored as JSON.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "classes": json.dumps(CLASSES),
@@ -44,52 +48,108 @@ def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.flo
                 "normalization": json.dumps({"mean": NORM_MEAN, "std": NORM_STD, "equalize_hist": True}),
                 "commit": git_commit()}
     metadata.update({k: json.dumps(v) for k, v in info.items()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)  # safetensors creates its file private to the user
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 
+def update_metadata(path, **values) -> None:
+    """Set metadata fields (JSON values) of a weights file, tensors untouched, atomically."""
+    path = Path(path)
+    read_metadata(path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata.update({k: json.dumps(v) for k, v in values.items()})
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_metadata(path) -> dict:
-    """The metadata of one of our weights files, JSON values decoded; WeightsError if it is not ours."""
+    """The checked metadata of one of our weights files, JSON values decoded; WeightsError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"no weights file at '{path}'")
+        raise WeightsError(f"no weights file at {quote(path)}")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"'{path}' is not a safetensors weights file ({' '.join(str(e).split())})") from None
+        raise WeightsError(f"{quote(path)} is not a safetensors weights file ({one_line(e)})") from None
     if raw.get("format") != FORMAT:
-        raise WeightsError(f"'{path}' is a safetensors file but not fer weights (no '{FORMAT}' metadata)")
+        raise WeightsError(f"{quote(path)} is a safetensors file but not fer weights (no '{FORMAT}' metadata)")
     meta = {}
     for key, value in raw.items():
         try:
             meta[key] = json.loads(value)
         except json.JSONDecodeError:
             meta[key] = value
-    if tuple(meta.get("classes", ())) != CLASSES:
-        raise WeightsError(f"'{path}' was trained for classes {meta.get('classes')}, not {list(CLASSES)}")
+    try:
+        _check_metadata(meta)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise WeightsError(f"{quote(path)} has bad metadata: {one_line(e)}") from None
     return meta
 
 
+def _check_metadata(meta: dict) -> None:
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or tuple(classes) != CLASSES:
+        raise ValueError(f"classes {classes!r} are not the FER-2013 classes {list(CLASSES)}")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError("'config' is not a JSON object")
+    ModelConfig.from_dict(meta["config"])
+    if meta.get("input_size") != [1, IMAGE_SIZE, IMAGE_SIZE]:
+        raise ValueError(f"input_size {meta.get('input_size')!r} is not [1, {IMAGE_SIZE}, {IMAGE_SIZE}]")
+    norm = meta.get("normalization")
+    if not isinstance(norm, dict) or not _is_number(norm.get("mean")) or not _is_number(norm.get("std")) \
+            or not math.isclose(norm["mean"], NORM_MEAN) or not math.isclose(norm["std"], NORM_STD):
+        raise ValueError(f"normalization {norm!r} is not this code's (mean {NORM_MEAN}, std {NORM_STD:.4f})")
+    if "temperature" in meta:
+        t = meta["temperature"]
+        if not _is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
+            raise ValueError(f"temperature {t!r} is not a number in {list(TEMPERATURE_RANGE)}")
+    if "public_acc" in meta and not (_is_number(meta["public_acc"]) and 0 <= meta["public_acc"] <= 1):
+        raise ValueError(f"public_acc {meta['public_acc']!r} is not a number in [0, 1]")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def load_model(path=None, device="cpu") -> torch.nn.Module:
-    """Load weights (default: the shipped model) in float32, in eval mode; `model.fer_metadata` has the metadata."""
+    """Load weights (default: the shipped model) in float32, in eval mode, on `device`.
+
+    `model.fer_config` is its ModelConfig, `model.fer_metadata` the metadata, `model.fer_path` the file.
+    """
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     meta = read_metadata(path)
-    try:
-        cfg = ModelConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise WeightsError(f"'{path}' has a bad model config ({e})") from None
+    cfg = ModelConfig.from_dict(meta["config"])
     model = build_model(cfg)
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}
     expected = model.state_dict()
-    wrong = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
-    if wrong or len(state) != len(expected):
-        raise WeightsError(f"'{path}' does not match its {cfg.arch} config ({len(wrong)} tensors differ)")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        names = set(f.keys())
+        wrong = sorted(k for k in expected if k not in names or tuple(f.get_slice(k).get_shape()) != expected[k].shape)
+        if wrong or names != expected.keys():
+            extra = len(names - expected.keys())
+            raise WeightsError(f"{quote(path)} does not match its {cfg.arch} config ({len(wrong)} tensors missing "
+                               f"or of another shape, {extra} unexpected)")
+        state = {k: f.get_tensor(k) for k in names}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise WeightsError(f"{quote(path)} holds NaN or infinite values ({len(broken)} tensors, e.g. {broken[0]})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model.fer_config = cfg
     model.fer_metadata = meta
+    model.fer_path = path
     return model.to(device).eval()
+
+
+def temperature_of(model) -> float:
+    return float(getattr(model, "fer_metadata", {}).get("temperature", 1.0))

@@ -1,13 +1,49 @@
-"""nbval runs these notebooks as a quick check: FER_SMOKE=1 shrinks 02's training and 03's evaluation,
-and generated faces stand in for FER-2013 where the real data is not here."""
+"""nbval runs the committed notebooks as they are. While a notebook runs, and only then, its charts and
+training runs go to a temporary folder instead of charts/ and runs/, and where the real data is not found
+generated faces stand in for FER-2013; the environment of the rest of the test session is untouched."""
 import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
+from fer.datasets import resolve_data_source
+from fer.errors import DataError
 from tests.conftest import write_fer_layout
 
-os.environ["FER_SMOKE"] = "1"
-os.environ.setdefault("MPLBACKEND", "Agg")
-_dataset_1 = Path(__file__).resolve().parent.parent / "dataset_1"
-if not os.environ.get("FER_DATA") and not any(p.name != "README.md" for p in _dataset_1.iterdir()):
-    os.environ["FER_DATA"] = str(write_fer_layout(Path(tempfile.mkdtemp(prefix="fer-nbval-")), per_class=12))
+_saved: dict | None = None
+
+
+def _is_notebook_cell(item) -> bool:
+    return item is not None and item.path.suffix == ".ipynb"
+
+
+def _notebook_environment() -> dict[str, str]:
+    scratch = Path(tempfile.mkdtemp(prefix="fer-nbval-"))
+    env = {"FER_CHARTS": str(scratch / "charts"), "FER_RUNS": str(scratch / "runs")}
+    try:
+        resolve_data_source()
+    except DataError:
+        env["FER_DATA"] = str(write_fer_layout(scratch / "data", per_class=12))
+    return env
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    global _saved
+    if _is_notebook_cell(item) and _saved is None:  # before nbval starts the notebook's kernel
+        env = _notebook_environment()
+        _saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    global _saved
+    if _saved is not None and (nextitem is None or nextitem.path != item.path):
+        for key, value in _saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _saved = None

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer.data import CLASSES, CSV_CODE_TO_CLASS
+from fer.datasets import CSV_CODE_TO_CLASS
+from fer.preprocess import CLASSES
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -12,7 +12,7 @@ from tests.conftest import REPO
 
 # GroupNorm and no dropout: the only randomness left is the shuffled order and the augmentation, which
 # every rank draws for the global batch, so the two runs should agree to float tolerance.
-ARGS = ["--model", "resnet50", "--norm", "group", "--epochs", "2", "--batch-size", "14", "--val-subset", "14",
+ARGS = ["--arch", "resnet50", "--norm", "group", "--epochs", "2", "--batch-size", "14", "--val-subset", "14",
         "--optimizer", "sgd", "--lr", "0.02", "--no-amp", "--no-progress", "--seed", "5"]
 
 
@@ -39,7 +39,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(fer_folder, tmp
     assert "2 processes" in stdout and stdout.count("best PublicTest accuracy") == 1  # rank 0 alone reports
     assert len(single) == len(double) == 2
     for a, b in zip(single, double):
-        for column in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        for column in ("train_loss", "train_acc", "public_loss", "public_acc"):
             assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-3, abs=1e-4), column
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
         "one.history.csv", "one.safetensors", "two.history.csv", "two.safetensors"]

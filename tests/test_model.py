@@ -54,7 +54,7 @@ def test_dropout_is_off_in_eval_mode():
 def test_config_round_trips_and_rejects_nonsense():
     cfg = ModelConfig(arch="resnet50", dropout=0.0, head_dropout=0.2, stem="cifar")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="unknown arch"):
         ModelConfig(arch="vgg")
     with pytest.raises(ValueError, match="unknown stem"):
         ModelConfig(stem="huge")

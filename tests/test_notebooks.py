@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fer.data import CLASSES
+from fer.preprocess import CLASSES
 from tests.conftest import PORTRAITS, REPO
 
 
@@ -54,22 +54,38 @@ def test_gallery_starts_with_the_photos_to_predict():
     assert all(c["face_found"] for c in gallery.cards)
 
 
-def test_smoke_mode_never_writes_over_the_shipped_weights(monkeypatch):
-    from fer.train import notebook_config
-    monkeypatch.setenv("FER_SMOKE", "1")
-    cfg = notebook_config(out="trained_models/resnet50_dropout.safetensors", epochs=30)
-    assert cfg.epochs == 1 and cfg.subset == 256
-    assert not cfg.out.startswith("trained_models") and cfg.out.endswith("resnet50_dropout.safetensors")
-
-
-def test_papermill_runs_02_headless_with_parameters(tmp_path, fer_folder, monkeypatch):
+def run_02(tmp_path, data, **parameters):
     papermill = pytest.importorskip("papermill")
-    monkeypatch.delenv("FER_SMOKE", raising=False)  # this run's parameters are the point, not the smoke ones
-    out = tmp_path / "model.safetensors"
+    parameters = {"data_dir": str(data), "epochs": 1, "subset": 28, "batch_size": 14, "val_subset": 14,
+                  "time_budget": None, "progress": False, **parameters}
     papermill.execute_notebook(str(REPO / "notebooks" / "02_training.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters={"data_dir": str(fer_folder), "epochs": 1, "subset": 28,
-                                           "batch_size": 14, "output": str(out)},
-                               cwd=str(REPO), progress_bar=False, kernel_name="python3")
+                               parameters=parameters, cwd=str(REPO / "notebooks"), progress_bar=False,
+                               kernel_name="python3")
+    return json.loads((tmp_path / "out.ipynb").read_text())
+
+
+def test_papermill_runs_02_headless_with_parameters(tmp_path, fer_folder):
+    out = tmp_path / "model.safetensors"
+    executed = run_02(tmp_path, fer_folder, out=str(out))
     assert out.exists() and out.with_suffix(".history.csv").exists()
-    executed = json.loads((tmp_path / "out.ipynb").read_text())
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+
+
+def test_02_by_default_trains_into_runs_and_never_into_trained_models(tmp_path, fer_folder, monkeypatch):
+    monkeypatch.setenv("FER_RUNS", str(tmp_path / "runs"))
+    shipped = {p: p.stat().st_mtime_ns for p in (REPO / "trained_models").iterdir()}
+    run_02(tmp_path, fer_folder)
+    assert (tmp_path / "runs" / "resnet50_dropout" / "resnet50_dropout.safetensors").is_file()
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "trained_models").iterdir()} == shipped
+
+
+def test_02_defaults_are_the_shipped_recipe():
+    from fer.weights import read_metadata
+    cells = json.loads((REPO / "notebooks" / "02_training.ipynb").read_text())["cells"]
+    [parameters] = ["".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    defaults = {}
+    exec(parameters, {}, defaults)
+    recipe = read_metadata(REPO / "trained_models" / "resnet50_dropout.safetensors")["train_config"]
+    for name in ("dropout", "epochs", "batch_size", "optimizer", "lr", "time_budget", "seed"):
+        assert defaults[name] == recipe[name], name
+    assert defaults["arch"] == recipe.get("arch", recipe.get("model")) and defaults["out"] is None

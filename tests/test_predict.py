@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer.data import DataError
-from fer.data import open_image
+from fer.errors import DataError
+from fer.images import open_image
 from fer.predict import draw_labels, predict, predict_files, predict_image
 from fer.weights import load_model
 from tests.conftest import PORTRAITS
@@ -99,7 +99,6 @@ def png_header_only(width, height):
 
 @pytest.mark.parametrize("side", [10000, 30000])
 def test_a_huge_image_is_refused_before_decoding(tmp_path, side):
-    from fer.data import open_image
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(side, side))
     with pytest.raises(DataError, match="too large"):

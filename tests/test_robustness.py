@@ -17,7 +17,7 @@ TIMING_COLUMNS = {"seconds", "images_per_second"}
 
 
 def train_command(data, out, epochs=4, resume=False):
-    return [sys.executable, "-m", "fer", "train", "--data", str(data), "--model", "resnet50", "--epochs",
+    return [sys.executable, "-m", "fer", "train", "--data", str(data), "--arch", "resnet50", "--epochs",
             str(epochs), "--batch-size", "14", "--val-subset", "14", "--out", str(out), "--no-progress", "--seed", "3"] \
         + (["--resume"] if resume else [])
 

@@ -3,7 +3,7 @@ import csv
 import pytest
 import torch
 
-from fer.data import AugmentConfig
+from fer.augment import AugmentConfig
 from fer.train import TrainConfig, load_checkpoint, lr_at, paths_for, train
 from fer.weights import load_model, read_metadata
 
@@ -11,7 +11,7 @@ NO_AUGMENT = AugmentConfig(flip=False, max_rotate_deg=0, max_scale=0, max_transl
 
 
 def tiny_config(data, out, **overrides):
-    values = dict(data=str(data), model="resnet50", dropout=0.0, epochs=2, batch_size=14, optimizer="sgd", lr=0.05,
+    values = dict(data=str(data), arch="resnet50", dropout=0.0, epochs=2, batch_size=14, optimizer="sgd", lr=0.05,
                   label_smoothing=0.0, warmup=0.1, augment=NO_AUGMENT, out=str(out), progress=False)
     values.update(overrides)
     return TrainConfig(**values)
@@ -30,15 +30,15 @@ def test_a_few_cpu_steps_lower_the_training_loss(fer_folder, tmp_path):
 
 def test_training_writes_weights_history_and_checkpoint(fer_folder, tmp_path):
     out = tmp_path / "model.safetensors"
-    train(tiny_config(fer_folder, out, model="resnet50_dropout", dropout=0.1))
+    train(tiny_config(fer_folder, out, arch="resnet50_dropout", dropout=0.1))
     files = paths_for(out)
     history = read_history(files["history"])
     assert [row["epoch"] for row in history] == ["1", "2"]
-    assert set(history[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
+    assert set(history[0]) == {"epoch", "lr", "train_loss", "train_acc", "public_loss", "public_acc", "seconds",
                                "images_per_second"}
     meta = read_metadata(out)
     assert meta["config"]["arch"] == "resnet50_dropout" and meta["config"]["dropout"] == 0.1
-    assert meta["public_acc"] == max(float(r["val_acc"]) for r in history)
+    assert meta["public_acc"] == max(float(r["public_acc"]) for r in history)
     assert {"classes", "input_size", "normalization", "commit", "train_config"} <= meta.keys()
     model = load_model(out)
     assert all(p.dtype == torch.float32 for p in model.parameters())

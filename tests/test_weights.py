@@ -4,10 +4,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fer.data import load_split
-from fer.evaluate import predict_probs
+from fer.datasets import load_split
+from fer.inference import predict_probs
 from fer.model import ModelConfig, build_model
-from fer.weights import DEFAULT_WEIGHTS, WeightsError, load_model, read_metadata, save_weights
+from fer.errors import WeightsError
+from fer.paths import DEFAULT_WEIGHTS
+from fer.weights import load_model, read_metadata, save_weights
 
 
 def test_float16_round_trip_keeps_the_predictions(tmp_path, fer_folder):
@@ -21,8 +23,8 @@ def test_float16_round_trip_keeps_the_predictions(tmp_path, fer_folder):
     path = save_weights(model, cfg, tmp_path / "w.safetensors", public_acc=0.5)
     loaded = load_model(path)
     faces = load_split(fer_folder, "public")
-    before = predict_probs(model, faces.images, device="cpu")
-    after = predict_probs(loaded, faces.images, device="cpu")
+    before = predict_probs(model, faces.images)
+    after = predict_probs(loaded, faces.images)
     assert torch.equal(before.argmax(1), after.argmax(1))
     assert (before - after).abs().max() < 0.02
     assert loaded.fer_config == cfg and not loaded.training

@@ -8,8 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fer.data import (CLASSES, AugmentConfig, DataError, augment, load_split, normalize, preprocess_face,
-                      read_face, resolve_data_source)
+from fer.augment import AugmentConfig, augment
+from fer.datasets import load_split, resolve_data_source
+from fer.errors import DataError
+from fer.images import read_face
+from fer.preprocess import CLASSES, normalize, preprocess_face
 from tests.conftest import class_pattern
 
 

@@ -1,0 +1,136 @@
+"""The photo-path accuracy test: how much the detector and the crop cost the user.
+
+Each PublicTest face (raw pixels, as photos are) is put back into a photo-like scene: upscaled 4x, placed
+off-centre in a larger canvas whose surroundings are its own mirror image, blurred, and (in the rotated
+set) turned by up to +-20 degrees. The full prediction path then runs on the scene: YuNet detection,
+alignment, FER-2013 framing, equalization, the classifier. Reported: the share of faces found, accuracy
+through the photo path (a missed face gets what predict gives, the whole photo), and accuracy on the
+original crops, for the same faces; the rotated set with and without alignment; the Haar cascade's
+detection rate for comparison. Thresholds are chosen on PublicTest only.
+
+    python benchmarks/photo_path.py ../shared/data/fer2013-test-raw.zip [--n 3589] [--weights W] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from fer.datasets import load_split
+from fer.detect import DetectorConfig, Face, crop_face, detect_faces
+from fer.inference import predict_probs
+from fer.weights import load_model
+
+SCALE = 4
+
+
+def make_scene(face_u8: np.ndarray, rng: np.random.Generator, max_angle: float = 0.0):
+    """A photo-like gray scene holding one upscaled face; returns it and the face's centre and side."""
+    side = face_u8.shape[0] * SCALE
+    big = cv2.resize(face_u8, (side, side), interpolation=cv2.INTER_CUBIC)
+    pads = rng.integers(side // 4, side, size=4)  # top, bottom, left, right: off-centre
+    canvas = cv2.copyMakeBorder(big, *map(int, pads), cv2.BORDER_REFLECT)
+    mask = np.zeros(canvas.shape, np.float32)
+    mask[pads[0]:pads[0] + side, pads[2]:pads[2] + side] = 1
+    mask = cv2.GaussianBlur(mask, (0, 0), side / 32)
+    surroundings = cv2.GaussianBlur(canvas, (0, 0), side / 16)  # mirrored copies, blurred: no second face
+    scene = (canvas * mask + surroundings * (1 - mask)).round().astype(np.uint8)
+    centre = np.array([pads[2] + side / 2, pads[0] + side / 2])
+    angle = float(rng.uniform(-max_angle, max_angle)) if max_angle else 0.0
+    if angle:
+        rotation = cv2.getRotationMatrix2D(tuple(centre), angle, 1.0)
+        scene = cv2.warpAffine(scene, rotation, scene.shape[::-1], flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT)
+    return scene, centre, side, angle
+
+
+def detect_all(scenes, cfg: DetectorConfig) -> tuple[list[list[Face]], float]:
+    start = time.perf_counter()
+    found = [detect_faces(scene, cfg) for scene, *_ in scenes]
+    return found, (time.perf_counter() - start) / len(scenes)
+
+
+def the_face(faces: list[Face], centre, side, threshold: float) -> Face | None:
+    """The detection of the scene's face: the one whose box centre is nearest the face's, within it."""
+    best, best_distance = None, side / 2
+    for face in faces:
+        if face.score < threshold:
+            continue
+        x, y, w, h = face.box
+        distance = math.hypot(x + w / 2 - centre[0], y + h / 2 - centre[1])
+        if distance < best_distance:
+            best, best_distance = face, distance
+    return best
+
+
+def extra_detections(faces: list[Face], face: Face | None, threshold: float) -> int:
+    return sum(1 for f in faces if f.score >= threshold and f is not face)
+
+
+def photo_path(scenes, found, models, threshold: float, align: bool) -> dict:
+    crops, hits, extras = [], [], 0
+    for (scene, centre, side, _), faces in zip(scenes, found):
+        face = the_face(faces, centre, side, threshold)
+        extras += extra_detections(faces, face, threshold)
+        hits.append(face is not None)
+        if face is None:  # what predict does without a face: the whole photo
+            face = Face((0, 0, scene.shape[1], scene.shape[0]), score=None)
+        crops.append(crop_face(scene, face, align))
+    probs = predict_probs(models, torch.from_numpy(np.stack(crops)))
+    return {"found": torch.tensor(hits), "extra_detections": extras, "predicted": probs.argmax(1)}
+
+
+def haar_found(scenes) -> float | None:
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        return None  # OpenCV 5 moved the cascades out
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    hits = 0
+    for scene, centre, side, _ in scenes:
+        boxes = cascade.detectMultiScale(cv2.equalizeHist(scene), scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+        hits += any(math.hypot(x + w / 2 - centre[0], y + h / 2 - centre[1]) < side / 2 for x, y, w, h in boxes)
+    return hits / len(scenes)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="fer2013-test-raw.zip (PublicTest with the original pixels)")
+    parser.add_argument("--split", default="public", help="public only, unless you report the final number")
+    parser.add_argument("--n", type=int, default=None, help="the first N faces of a seeded shuffle")
+    parser.add_argument("--weights", nargs="+", default=None)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    faces = load_split(args.data, args.split).subset(args.n, args.seed)
+    models = [load_model(p) for p in (args.weights or [None])]
+    rng = np.random.default_rng(args.seed)
+    labels = faces.labels
+    direct = predict_probs(models, faces.images).argmax(1)
+    result = {"split": args.split, "n": len(faces), "direct_crop_accuracy": (direct == labels).float().mean().item()}
+    for name, max_angle in (("upright", 0.0), ("rotated", 20.0)):
+        scenes = [make_scene(face.numpy(), rng, max_angle) for face in faces.images]
+        if name == "upright":
+            result["haar_found"] = haar_found(scenes)
+        for threshold in args.thresholds:
+            # Detected again for each threshold: a photo without a face above it is searched turned, too.
+            found, seconds = detect_all(scenes, DetectorConfig(score_threshold=threshold))
+            result[f"{name}_t{threshold}_detect_ms"] = round(1000 * seconds, 1)
+            for align in ((True, False) if name == "rotated" else (True,)):
+                run = photo_path(scenes, found, models, threshold, align)
+                hit = run["found"]
+                right = run["predicted"] == labels
+                key = f"{name}_t{threshold}" + ("" if align else "_no_align")
+                result[key] = {"found": round(hit.float().mean().item(), 4),
+                               "extra_detections": run["extra_detections"],
+                               "accuracy": round(right.float().mean().item(), 4),
+                               "accuracy_on_found": round(right[hit].float().mean().item(), 4),
+                               "direct_crop_accuracy_on_found": round((direct == labels)[hit].float().mean().item(), 4)}
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Finding faces (YuNet through OpenCV's FaceDetectorYN) and cropping each the way FER-2013 framed its faces.
+
+YuNet (Wu, Peng, Yu 2023; MIT, `fer/models/`) returns per face a box, five landmarks (right eye, left eye,
+nose tip, right and left mouth corner, the subject's right being the photo's left) and a score. Each face
+is then rotated so that its eyes are level and cropped with FER-2013's framing: the template below holds
+where the five landmarks fall, on median, in FER-2013's own 48 x 48 crops (measured with YuNet on
+PublicTest faces, see `benchmarks/photo_path.py`), so a crop from a photo looks like the crops the model
+was trained on.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .paths import PACKAGE_DIR
+from .preprocess import IMAGE_SIZE, preprocess_face
+
+YUNET_MODEL = PACKAGE_DIR / "models" / "face_detection_yunet_2023mar.onnx"
+# Median landmark positions in FER-2013's 48 x 48 crops: right eye, left eye, nose, mouth corners.
+TEMPLATE = np.array([[14.96, 17.87], [33.20, 17.74], [23.85, 28.44], [16.80, 37.17], [31.63, 37.10]])
+TEMPLATE_EYE_DISTANCE = float(np.hypot(*(TEMPLATE[1] - TEMPLATE[0])))
+TEMPLATE_EYES_TO_MOUTH = float(np.hypot(*((TEMPLATE[3] + TEMPLATE[4]) / 2 - (TEMPLATE[0] + TEMPLATE[1]) / 2)))
+TEMPLATE_ANCHOR = (TEMPLATE[0] + TEMPLATE[1] + TEMPLATE[3] + TEMPLATE[4]) / 4  # between eyes and mouth
+# The crop is 10 % tighter than the template's median distances say: through the photo path this scored
+# best on PublicTest scenes (zoom 0.9 to 1.25 tried; 1.05-1.15 is a plateau 2-3 points above 1.0).
+FRAMING_ZOOM = 1.1
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    score_threshold: float = 0.6   # YuNet's confidence; chosen on PublicTest scenes (README)
+    nms_threshold: float = 0.3
+    min_face: int = 16             # pixels: a smaller face holds too little to read an expression from
+    max_faces: int = 50
+    # The detector sees a copy scaled to this long side (big photos are slow and YuNet finds faces of
+    # ~10-300 px); small photos are scaled up to it, so that a close-up crop is found too.
+    detect_side: int = 640
+    retry_angle: float = 35.0      # degrees; 0: no second search of a photo without a face
+
+
+@dataclass
+class Face:
+    """A face in a photo's pixels: box (x, y, w, h), YuNet's score, five landmarks as [x, y]."""
+    box: tuple[int, int, int, int]
+    score: float = 1.0
+    landmarks: list[list[float]] | None = field(default=None)
+
+
+class _YuNet(threading.local):
+    """One FaceDetectorYN per thread (it keeps per-call state and is not thread-safe)."""
+
+    def __init__(self):
+        self.detector = None
+        self.settings = None
+
+    def get(self, cfg: DetectorConfig):
+        settings = (cfg.score_threshold, cfg.nms_threshold, cfg.max_faces)
+        if self.detector is None or self.settings != settings:
+            self.detector = cv2.FaceDetectorYN.create(str(YUNET_MODEL), "", (320, 320), cfg.score_threshold,
+                                                      cfg.nms_threshold, cfg.max_faces)
+            self.settings = settings
+        return self.detector
+
+
+_yunet = _YuNet()
+
+
+def detect_faces(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> list[Face]:
+    """The faces in an RGB (or gray) photo, largest first, in the photo's pixels.
+
+    When none is found upright, the photo is searched again turned by -cfg.retry_angle and +cfg.retry_angle
+    degrees: YuNet misses heads tilted further than about 30 degrees, which FER-2013 holds many of."""
+    if rgb.ndim == 2:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
+    h, w = rgb.shape[:2]
+    if min(h, w) < 8:
+        return []
+    scale = cfg.detect_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR),
+                         cv2.COLOR_RGB2BGR)
+    to_photo = np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]])
+    faces = _detect(small, to_photo, (w, h), cfg)
+    for angle in (-cfg.retry_angle, cfg.retry_angle) if cfg.retry_angle and not faces else ():
+        rotation = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), angle, 1.0)
+        turned = cv2.warpAffine(small, rotation, size, borderMode=cv2.BORDER_REFLECT)
+        back = cv2.invertAffineTransform(rotation)  # turned pixels -> small pixels, then -> photo pixels
+        faces = _detect(turned, to_photo @ np.vstack([back, [0, 0, 1]]), (w, h), cfg)
+        if faces:
+            break
+    return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+def _detect(bgr: np.ndarray, to_photo: np.ndarray, photo_size, cfg: DetectorConfig) -> list[Face]:
+    """YuNet on one image; boxes and landmarks mapped into the photo by the 2 x 3 affine `to_photo`."""
+    detector = _yunet.get(cfg)
+    detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+    _, rows = detector.detect(bgr)
+    faces = []
+    for row in rows if rows is not None else []:
+        x, y, bw, bh = row[:4]
+        corners = np.array([[x, y], [x + bw, y], [x, y + bh], [x + bw, y + bh]]) @ to_photo[:, :2].T + to_photo[:, 2]
+        x0, y0 = np.maximum(corners.min(0), 0).round().astype(int)
+        x1, y1 = np.minimum(corners.max(0), photo_size).round().astype(int)
+        if min(x1 - x0, y1 - y0) < cfg.min_face:
+            continue
+        points = row[4:14].reshape(5, 2) @ to_photo[:, :2].T + to_photo[:, 2]
+        landmarks = [[round(float(v), 1) for v in point] for point in points]
+        faces.append(Face((int(x0), int(y0), int(x1 - x0), int(y1 - y0)), round(float(row[14]), 4), landmarks))
+    return faces
+
+
+def face_transform(face: Face, align: bool = True) -> np.ndarray:
+    """The 2 x 3 affine map from photo pixels to the 48 x 48 crop: eyes level (if align), scaled and
+    placed as in FER-2013's crops. Without landmarks, the box is squared and fills the crop."""
+    if face.landmarks is None:
+        x, y, w, h = face.box
+        side = max(w, h)
+        s = IMAGE_SIZE / side
+        return np.array([[s, 0, -s * (x + (w - side) / 2)], [0, s, -s * (y + (h - side) / 2)]])
+    points = np.asarray(face.landmarks, dtype=np.float64)
+    right_eye, left_eye = points[0], points[1]
+    eyes, mouth = (right_eye + left_eye) / 2, (points[3] + points[4]) / 2
+    angle = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]) if align else 0.0
+    # Eye distance shrinks when a face turns sideways, eyes-to-mouth when it nods: the mean of both
+    # ratios keeps the scale steady under either.
+    scale = FRAMING_ZOOM * 0.5 * (TEMPLATE_EYE_DISTANCE / max(np.hypot(*(left_eye - right_eye)), 1e-3)
+                                  + TEMPLATE_EYES_TO_MOUTH / max(np.hypot(*(mouth - eyes)), 1e-3))
+    anchor = (right_eye + left_eye + points[3] + points[4]) / 4
+    cos, sin = scale * math.cos(-angle), scale * math.sin(-angle)
+    linear = np.array([[cos, -sin], [sin, cos]])
+    return np.hstack([linear, (TEMPLATE_ANCHOR - linear @ anchor)[:, None]])
+
+
+def crop_face(gray: np.ndarray, face: Face, align: bool = True) -> np.ndarray:
+    """The face as the network's input: aligned, framed like FER-2013, 48 x 48 gray, equalized."""
+    matrix = face_transform(face, align)
+    # Warp to a crop k times larger, then shrink with pixel-area averaging: a large face warped straight to
+    # 48 px would alias.
+    k = max(1, min(8, math.floor(1 / max(np.hypot(*matrix[0, :2]), 1e-6))))
+    big = cv2.warpAffine(gray, matrix * np.array([[k], [k]]), (IMAGE_SIZE * k, IMAGE_SIZE * k),
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return preprocess_face(big)
+
+
+def crop_to_photo(face: Face, align: bool = True) -> np.ndarray:
+    """The 2 x 3 affine map from the 48 x 48 crop back to photo pixels (to draw a crop's heat map there)."""
+    return cv2.invertAffineTransform(face_transform(face, align))

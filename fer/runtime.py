@@ -1,0 +1,182 @@
+"""Where and how code runs: the device, bf16 autocast, torchrun's processes, the machine's description,
+and the one way files are written (a temp file renamed over the target, so no reader ever sees half a file).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------------
+# Device and precision
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N; ConfigError for anything else."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{name}' (expected auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}': this machine has no CUDA GPU (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device '{name}' (expected auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_for(device: torch.device, enabled: bool = True):
+    """bf16 autocast where the hardware runs it fast (CUDA, CPUs with AMX/AVX512-BF16), else off."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and cpu_has_fast_bf16())
+
+
+def cpu_flags() -> dict[str, bool]:
+    """The CPU features that decide inference speed: AVX-512, VNNI (int8 dot products), AMX (matrix tiles)."""
+    text = ""
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text()
+    flags = set(re.findall(r"^flags\s*:\s*(.*)$", text, re.M)[0].split()) if "flags" in text else set()
+    return {"avx512": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
+            "avx512_bf16": "avx512_bf16" in flags, "amx": any(f.startswith("amx") for f in flags)}
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError, IndexError):
+        return re.findall(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)[0].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_description(device: torch.device | str = "cpu") -> str:
+    """One line naming the hardware a number was measured on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    flags = ", ".join(name for name, present in cpu_flags().items() if present) or "no AVX-512"
+    return (f"{cpu_model()}, {os.cpu_count()} cores ({flags}), {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# torchrun
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job; rank 0 of 1 when not distributed."""
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def max(self, value: float, device) -> float:
+        if not self.enabled:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return float(tensor)
+
+    def from_rank0(self, value):
+        if not self.enabled:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.device]:
+    """One process: (Dist(), the device asked for). Under torchrun: join the group (NCCL on GPUs, gloo on
+    CPUs) and take this rank's GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist(), pick_device(device_name)
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    dist = Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    if batch_size % dist.world:
+        raise ConfigError(f"--batch-size {batch_size} must be a multiple of the {dist.world} processes")
+    if use_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        return dist, device
+    return dist, torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing files
+
+
+def _temp_name(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Delete the temp files that writers of `path` killed mid-write (SIGKILL, power loss) left behind."""
+    with contextlib.suppress(OSError):
+        for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            pid = leftover.name[len(path.name) + 2:-4]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                leftover.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike):
+    """Yield a temp path beside `path`; once the block succeeds it is renamed over `path` in one step.
+
+    A reader sees the old file or the new one, never half of one; if the block fails (or the process is
+    killed) the old file stays as it was. The rename replaces a symbolic link at `path` itself, never the
+    file the link points to.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
+    tmp = _temp_name(path, os.getpid())
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors and others create their files private to the user
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

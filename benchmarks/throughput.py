@@ -1,94 +1,119 @@
-"""Throughput of the shipped model and of training, on this machine.
+"""Throughput of every inference engine and of the training step, in one run on one machine, so that the
+numbers are ratios on the same hardware.
 
-    python benchmarks/throughput.py inference [--weights PATH]      # CPU img/s at batch 1 and 64, ms per photo
-    python benchmarks/throughput.py train --stem imagenet           # training img/s (synthetic batches)
+    python benchmarks/throughput.py [--weights PATH] [--skip-train] [--train-steps 6]
+    python benchmarks/throughput.py train --stem no_maxpool --batch-size 256 --device cuda   # training only
 
-Prints one JSON object; the README's tables quote it with the machine it ran on.
+Inference (the shipped weights, one process, torch's default threads): images/s at batch 1 and 64 through
+fer.inference.predict_probs (normalization included) for each engine, a bare float32 forward of the model
+for reference, and milliseconds per photo (YuNet detection + alignment + one face classified, the Haar
+cascade's detection alone beside it). Training: images/s of fer.train.train_step itself (augmentation
+included), eager and torch.compile'd. Prints one JSON object with the machine's CPU model and flags.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
+import cv2
+import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
-from fer.data import AugmentConfig, augment, normalize
-from fer.evaluate import autocast_for, predict_probs
+from fer.augment import augment
+from fer.config import TrainConfig
+from fer.detect import detect_faces
+from fer.images import to_rgb
+from fer.inference import load_engine, predict_probs
 from fer.model import STEMS, ModelConfig, build_model
+from fer.paths import PHOTOS_DIR
 from fer.predict import predict_image
-from fer.train import pick_device
-from fer.weights import REPO_ROOT, load_model
+from fer.preprocess import normalize
+from fer.runtime import cpu_flags, machine_description, pick_device
+from fer.train import make_optimizer, train_step
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:
+    """Seconds per call, after `warmup` calls (the median of `repeats` single-call timings)."""
     for _ in range(warmup):
         fn()
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def inference(args) -> dict:
-    from PIL import Image
-    model = load_model(args.weights)
-    images = torch.randint(0, 256, (64, 48, 48), dtype=torch.uint8)
-    one = images[:1]
-    photo = Image.open(REPO_ROOT / "photos_to_predict" / "grace_hopper.jpg")
-    return {"benchmark": "cpu inference", "machine": machine(torch.device("cpu")),
-            "threads": torch.get_num_threads(),
-            "batch1_images_per_second": 1 / timed(lambda: predict_probs(model, one, device="cpu"), 20),
-            "batch64_images_per_second": 64 / timed(lambda: predict_probs(model, images, device="cpu"), 5),
-            "photo_ms": 1000 * timed(lambda: predict_image(photo, model), 10),
-            "photo_tta_ms": 1000 * timed(lambda: predict_image(photo, model, tta=True), 5)}
+    faces = torch.randint(0, 256, (64, 48, 48), dtype=torch.uint8)
+    photo = Image.open(PHOTOS_DIR / "grace_hopper.jpg")
+    result = {}
+    torch_engine = load_engine(args.weights, "torch")
+    batch = normalize(faces)
+    with torch.inference_mode():
+        bare = timed(lambda: torch_engine.model(batch), 5)
+    result["bare_float32_forward_batch64_images_per_second"] = round(64 / bare, 1)
+    for name in ("torch", "onnx", "onnx-int8"):
+        engine = torch_engine if name == "torch" else load_engine(args.weights, name)
+        result[name] = {
+            "batch1_images_per_second": round(1 / timed(lambda: predict_probs(engine, faces[:1]), 50), 1),
+            "batch64_images_per_second": round(64 / timed(lambda: predict_probs(engine, faces), 10), 1),
+            "photo_ms": round(1000 * timed(lambda: predict_image(photo, engine), 20), 1)}
+    rgb = to_rgb(photo)
+    result["yunet_detection_ms"] = round(1000 * timed(lambda: detect_faces(rgb), 20), 1)
+    if hasattr(cv2, "CascadeClassifier"):
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        result["haar_detection_ms"] = round(1000 * timed(
+            lambda: cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)), 20), 1)
+    return result
 
 
-def train_throughput(args) -> dict:
-    device = pick_device(args.device)
-    model = build_model(ModelConfig(stem=args.stem)).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    images = torch.randint(0, 256, (args.batch_size, 48, 48), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, 7, (args.batch_size,), device=device)
+def train_throughput(stem: str, batch_size: int, device_name: str, steps: int, compiled: bool) -> dict:
+    """Images/s of fer.train.train_step on synthetic faces: the real step, AdamW, bf16 where fast."""
+    device = pick_device(device_name)
+    cfg = TrainConfig(stem=stem, batch_size=batch_size)
+    model = build_model(ModelConfig(stem=stem)).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    step_model = torch.compile(model) if compiled else model
+    images = torch.randint(0, 256, (batch_size, 48, 48), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 7, (batch_size,), device=device)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step():
-        x = augment(normalize(images), AugmentConfig(), generator).contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
-            loss = F.cross_entropy(model(x), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(step_model, optimizer, augment(normalize(images), cfg.augment, generator), labels, cfg, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    seconds = timed(step, args.steps)
-    return {"benchmark": "training", "machine": machine(device), "stem": args.stem, "batch_size": args.batch_size,
-            "images_per_second": args.batch_size / seconds, "seconds_per_epoch": 28709 * seconds / args.batch_size}
+    start = time.perf_counter()
+    step()  # compiles, when compiled
+    first = time.perf_counter() - start
+    seconds = timed(step, steps, warmup=1)
+    return {"stem": stem, "batch_size": batch_size, "compiled": compiled, "first_step_seconds": round(first, 1),
+            "images_per_second": round(batch_size / seconds, 1),
+            "seconds_per_epoch": round(28709 * seconds / batch_size, 1)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
-    i = sub.add_parser("inference")
-    i.add_argument("--weights", default=None)
-    t = sub.add_parser("train")
-    t.add_argument("--stem", choices=STEMS, default="imagenet")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--steps", type=int, default=5)
-    t.add_argument("--device", default="auto")
+    parser.add_argument("what", nargs="?", choices=("all", "train"), default="all")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--train-steps", type=int, default=6)
+    parser.add_argument("--stem", choices=STEMS, default="imagenet")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    result = inference(args) if args.what == "inference" else train_throughput(args)
-    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}))
+    device = pick_device(args.device)
+    result = {"machine": machine_description(device), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads()}
+    if args.what == "all":
+        result["inference"] = inference(args)
+    if not args.skip_train:
+        result["training"] = [train_throughput(args.stem, args.batch_size, args.device, args.train_steps, compiled)
+                              for compiled in (False, True)]
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

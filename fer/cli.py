@@ -50,6 +50,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also report calibration error on this split (e.g. private), before and after")
     c.add_argument("--chart", default=None, help="write a reliability diagram of --report here (PNG)")
 
+    x = sub.add_parser("export", help="write the ONNX model of a weights file (float32, or int8 with --int8)")
+    x.add_argument("--weights", default=None, help="the weights file (default: the shipped one)")
+    x.add_argument("--int8", action="store_true", help="statically quantized int8, calibrated on training crops")
+    x.add_argument("--data", default=None, help="FER-2013 source of the calibration crops (--int8)")
+    x.add_argument("--out", default=None, help="default: the cache (float32), NAME.int8.onnx beside the weights")
+
     p = sub.add_parser("predict", help="find faces in photos and label their expressions")
     p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
     add_weights_arguments(p)
@@ -59,8 +65,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    from .inference import ENGINES
     parser.add_argument("--weights", nargs="+", default=None,
                         help="weights file(s); several are ensembled (default: the shipped model)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto",
+                        help="what runs the network (auto: int8 ONNX Runtime where its file exists, else torch)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
 
 
@@ -73,7 +82,8 @@ def main(argv=None) -> int:
     except SystemExit as e:  # --help (0), or a usage error already printed in one line (2)
         return e.code
     try:
-        commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate, "predict": run_predict}
+        commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate, "predict": run_predict,
+                    "export": run_export}
         return commands[args.command](args)
     except (FerError, OSError) as e:
         print(f"fer: {one_line(e)}", file=sys.stderr)
@@ -91,19 +101,27 @@ def run_train(args) -> int:
     return 0
 
 
-def load_models(paths) -> list:
-    from .weights import load_model
-    return [load_model(p) for p in (paths or [None])]
+def load_engines(args) -> list:
+    from .inference import load_engine
+    return [load_engine(p, args.engine) for p in (args.weights or [None])]
+
+
+def run_export(args) -> int:
+    from .export import export_int8, export_onnx
+    path = export_int8(args.weights, args.data, args.out) if args.int8 else export_onnx(args.weights, args.out)
+    print(path)
+    return 0
 
 
 def run_evaluate(args) -> int:
     from .datasets import load_split
     from .evaluate import evaluate
     from .preprocess import CLASSES
-    models = load_models(args.weights)
+    models = load_engines(args)
     faces = load_split(args.data, args.split)
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
-    result.update(split=faces.split, data=faces.source, tta=args.tta, weights=args.weights or ["default"])
+    result.update(split=faces.split, data=faces.source, tta=args.tta, weights=args.weights or ["default"],
+                  engine=[m.name for m in models])
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return 0
@@ -146,7 +164,7 @@ def run_calibrate(args) -> int:
 
 def run_predict(args) -> int:
     from .predict import iter_predictions, summary_line
-    models = load_models(args.weights)
+    models = load_engines(args)
     results, failed = [], 0
     for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out):
         results.append(result)

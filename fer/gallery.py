@@ -19,7 +19,7 @@ from .images import PHOTO_SUFFIXES, open_image
 from .paths import PHOTOS_DIR, TRAINED_MODELS_DIR
 from .predict import NO_FACE_NOTE, draw_labels, predict_image
 from .preprocess import CLASSES
-from .weights import load_model
+from .inference import load_engine
 
 MAX_UPLOAD_BYTES = 20_000_000
 BUSY = ("<span style='color:#555'><span class='fer-busy' style='display:inline-block;width:10px;height:10px;"
@@ -69,7 +69,7 @@ class Gallery:
         self.upload.observe(lambda change: self.add_upload(change["new"]), names="value")
         self.model_picker.observe(lambda change: self.relabel_all(), names="value")
         shipped = sorted(self.photos_dir.iterdir()) if self.photos_dir.is_dir() else []
-        self._add([(p.name, p.read_bytes()) for p in reversed(shipped) if p.suffix.lower() in PHOTO_SUFFIXES])
+        self._add([(p.name, p.read_bytes()) for p in shipped if p.suffix.lower() in PHOTO_SUFFIXES])
 
     def models(self) -> list:
         choice = self.model_picker.value
@@ -77,7 +77,7 @@ class Gallery:
             raise FerError(f"no weights in {quote(self.models_dir)}")
         if choice not in self._models:
             paths = ensemble_members(self.models_dir) if choice == ENSEMBLE_CHOICE else [self.models_dir / choice]
-            self._models[choice] = [load_model(p) for p in paths]
+            self._models[choice] = [load_engine(p) for p in paths]
         return self._models[choice]
 
     def add_upload(self, value) -> None:

@@ -2,21 +2,27 @@
 temperature and ensembling; only the forward pass differs between engines.
 
 An engine turns a normalized batch N x 1 x 48 x 48 (float32, CPU) into logits N x 7 (float32, CPU):
-  torch  the PyTorch model (on its device, bf16 autocast where the hardware runs it fast)
-  onnx   ONNX Runtime on the CPU (fer.export makes the .onnx file; float32, or int8 with --int8)
+  torch      the PyTorch model (on its device, bf16 autocast where the hardware runs it fast)
+  onnx       ONNX Runtime, float32 (exported into the cache on first use, fer.export)
+  onnx-int8  ONNX Runtime, int8 (NAME.int8.onnx beside the weights; `python -m fer export --int8`)
+  auto       onnx-int8 where that file exists for these weights, else torch (README: Throughput)
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .errors import WeightsError, quote
+from .paths import DEFAULT_WEIGHTS
 from .preprocess import CLASSES, normalize
 from .runtime import autocast_for
-from .weights import temperature_of
+from .weights import load_model, read_metadata, temperature_of
 
 # Test-time augmentation: the face, shifted by 3 px in four directions, each also mirrored (10 views).
 TTA_SHIFTS = ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3))
-ENGINES = ("torch", "onnx")
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 class TorchEngine:
@@ -36,6 +42,57 @@ class TorchEngine:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_for(self.device):
             return self.model(x).float().cpu()
+
+
+class OnnxEngine:
+    """An ONNX file made from a weights file, run by ONNX Runtime on the CPU."""
+
+    def __init__(self, onnx_path, weights, name: str = "onnx"):
+        import onnxruntime as ort
+        from .export import INPUT_NAME, check_onnx
+        self.onnx_metadata = check_onnx(onnx_path, weights)
+        self.name, self.path, self.input_name = name, Path(onnx_path), INPUT_NAME
+        self.metadata = read_metadata(weights)  # the temperature is the weights' own, as calibrated now
+        self.temperature = float(self.metadata.get("temperature", 1.0))
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own kinds for broken graphs
+            raise WeightsError(f"ONNX Runtime cannot load {quote(onnx_path)} ({type(e).__name__})") from None
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0]).float()
+
+
+def load_engine(weights=None, engine: str = "auto", device="cpu"):
+    """The engine `engine` for a weights file (default: the shipped one)."""
+    from .export import export_onnx, float_onnx_path, int8_onnx_path
+    weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    if engine not in ENGINES:
+        raise WeightsError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
+    if engine == "auto":
+        int8 = int8_onnx_path(weights)
+        engine = "onnx-int8" if int8.is_file() and _loads(int8, weights) else "torch"
+    if engine == "torch":
+        return TorchEngine(load_model(weights, device))
+    if engine == "onnx":
+        path = float_onnx_path(weights)
+        if not _loads(path, weights):
+            export_onnx(weights, path)
+        return OnnxEngine(path, weights, "onnx")
+    path = int8_onnx_path(weights)
+    if not path.is_file():
+        raise WeightsError(f"no int8 model for {quote(weights)} at {quote(path)}: make it with "
+                           f"python -m fer export --int8 --weights {weights} --data <FER-2013>")
+    return OnnxEngine(path, weights, "onnx-int8")
+
+
+def _loads(onnx_path: Path, weights: Path) -> bool:
+    from .export import check_onnx
+    try:
+        check_onnx(onnx_path, weights)
+        return True
+    except WeightsError:
+        return False
 
 
 def as_engine(model):

@@ -42,7 +42,20 @@ def test_gallery_refuses_a_huge_upload_and_keeps_working(gallery):
     gallery.add_upload([upload_item("big.jpg", PORTRAITS[0].read_bytes())])
     gallery.max_upload_bytes = 10**8
     gallery.add_upload([upload_item("ok.jpg", PORTRAITS[1].read_bytes())])
-    assert "too large" in gallery.cards[0]["error"] and gallery.cards[1]["face_found"]
+    assert gallery.cards[0]["name"] == "ok.jpg" and gallery.cards[0]["face_found"]  # newest first
+    assert "too large" in gallery.cards[1]["error"]
+
+
+def test_gallery_labels_only_new_uploads_and_shows_them_first(gallery, monkeypatch):
+    import fer.gallery
+    gallery.add_upload([upload_item("first.jpg", PORTRAITS[0].read_bytes())])
+    calls = []
+    real = fer.gallery.predict_image
+    monkeypatch.setattr(fer.gallery, "predict_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gallery.add_upload([upload_item("second.jpg", PORTRAITS[1].read_bytes())])
+    assert len(calls) == 1 and [c["name"] for c in gallery.cards] == ["second.jpg", "first.jpg"]
+    assert gallery.upload.value == () and not gallery.upload.disabled
+    assert "second.jpg" in gallery.summary.value
 
 
 def test_gallery_starts_with_the_photos_to_predict():

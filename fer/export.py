@@ -1,0 +1,164 @@
+"""ONNX copies of a weights file, for ONNX Runtime on the CPU.
+
+  float32  exported as the model is in eval mode, dynamic batch; needs no data, so it is made on first use
+           into the cache (fer.paths.cache_dir()/onnx), keyed by the digest of the weights' tensors.
+  int8     statically quantized (ONNX Runtime's QDQ format, per-channel int8 weights, uint8 activations),
+           calibrated on training crops; written beside the weights as NAME.int8.onnx.
+
+Each file's metadata names the weights it came from (the sha256 of their tensors: a new temperature written by
+`calibrate` does not change it), the class order, the input size and the temperature at export. A file that
+names other weights, other classes or another input is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import load_split
+from .errors import WeightsError, one_line, quote
+from .paths import DEFAULT_WEIGHTS, cache_dir
+from .preprocess import CLASSES, IMAGE_SIZE, normalize
+from .runtime import atomic_write
+from .weights import load_model, read_metadata, temperature_of
+
+ONNX_FORMAT = "fer-onnx/1"
+INPUT_NAME, OUTPUT_NAME = "faces", "logits"
+CALIBRATION_CROPS = 512
+
+
+def weights_digest(path) -> str:
+    """sha256 of a safetensors file's tensor data (its header, which holds the metadata, left out)."""
+    with open(path, "rb") as f:
+        header_size = struct.unpack("<Q", f.read(8))[0]
+        f.seek(8 + header_size)
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def float_onnx_path(weights) -> Path:
+    weights = Path(weights)
+    return cache_dir() / "onnx" / f"{weights.stem}-{weights_digest(weights)[:16]}.onnx"
+
+
+def int8_onnx_path(weights) -> Path:
+    weights = Path(weights)
+    return weights.with_name(f"{weights.stem}.int8.onnx")
+
+
+def export_onnx(weights=None, out=None) -> Path:
+    """The float32 ONNX model of a weights file (default: the shipped one), checked against PyTorch."""
+    import onnx
+    weights = Path(weights or DEFAULT_WEIGHTS)
+    out = Path(out) if out else float_onnx_path(weights)
+    model = load_model(weights)
+    example = torch.randn(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    with warnings.catch_warnings(), atomic_write(out) as tmp:
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
+                                    output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                    external_data=False, verbose=False)
+        proto = program.model_proto
+        _set_metadata(proto, weights, model, "float32")
+        onnx.save(proto, str(tmp))
+        _check_against_torch(tmp, model)
+    return out
+
+
+def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROPS) -> Path:
+    """The int8 ONNX model, calibrated on `crops` training faces of `data` (a FER-2013 source)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    weights = Path(weights or DEFAULT_WEIGHTS)
+    out = Path(out) if out else int8_onnx_path(weights)
+    source = float_onnx_path(weights)
+    if not _matches(source, weights):
+        export_onnx(weights, source)
+    calibration = normalize(load_split(data, "train").subset(crops, seed=0).images).numpy()
+
+    class Crops(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 32)))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    with tempfile.TemporaryDirectory(prefix="fer-int8-") as scratch, atomic_write(out) as tmp:
+        prepared = Path(scratch) / "prepared.onnx"  # shapes inferred and graph folded, as quantization wants
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(str(prepared), str(tmp), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        proto = onnx.load(str(tmp))
+        _set_metadata(proto, weights, load_model(weights), "int8", calibration=f"{len(calibration)} training crops")
+        onnx.save(proto, str(tmp))
+    return out
+
+
+def _set_metadata(proto, weights: Path, model, precision: str, **extra) -> None:
+    values = {"format": ONNX_FORMAT, "weights_sha256": weights_digest(weights), "weights_name": weights.name,
+              "classes": json.dumps(CLASSES), "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
+              "temperature": json.dumps(temperature_of(model)), "precision": precision, **extra}
+    del proto.metadata_props[:]
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def _check_against_torch(path: Path, model) -> None:
+    """The exported graph must give PyTorch's logits (float32) on a random batch."""
+    import onnxruntime as ort
+    x = torch.randn(8, 1, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: x.numpy()})[0]
+    if not np.allclose(got, expected, atol=1e-3, rtol=1e-3):
+        raise WeightsError(f"the ONNX export of {quote(model.fer_path)} differs from PyTorch "
+                           f"(max {np.abs(got - expected).max():.2e})")
+
+
+def onnx_metadata(path) -> dict:
+    """The metadata of one of our ONNX files; WeightsError for a missing, truncated or foreign file."""
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no ONNX file at {quote(path)}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several kinds for damaged files
+        raise WeightsError(f"{quote(path)} is not an ONNX model ({one_line(e)[:160]})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("format") != ONNX_FORMAT:
+        raise WeightsError(f"{quote(path)} is an ONNX model but not one of fer's (no '{ONNX_FORMAT}' metadata)")
+    return meta
+
+
+def check_onnx(path, weights) -> dict:
+    """The ONNX file's metadata if it was made from `weights` for this code's classes and input."""
+    meta = onnx_metadata(path)
+    read_metadata(weights)
+    if meta.get("weights_sha256") != weights_digest(weights):
+        raise WeightsError(f"{quote(path)} was exported from other weights than {quote(weights)} "
+                           f"(export it again: python -m fer export --weights {weights})")
+    if meta.get("classes") != json.dumps(CLASSES) or meta.get("input_size") != json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]):
+        raise WeightsError(f"{quote(path)} has other classes or another input size than this code")
+    return meta
+
+
+def _matches(path: Path, weights: Path) -> bool:
+    try:
+        check_onnx(path, weights)
+        return True
+    except WeightsError:
+        return False

@@ -7,14 +7,17 @@ numbers are ratios on the same hardware.
 Inference (the shipped weights, one process, torch's default threads): images/s at batch 1 and 64 through
 fer.inference.predict_probs (normalization included) for each engine, a bare float32 forward of the model
 for reference, and milliseconds per photo (YuNet detection + alignment + one face classified, the Haar
-cascade's detection alone beside it). Training: images/s of fer.train.train_step itself (augmentation
+cascade's detection alone beside it). Video: frames/s of `fer video` on 640 x 480 clips with one face and
+with three (fer.democlip), annotated mp4 written. Training: images/s of fer.train.train_step itself (augmentation
 included), eager and torch.compile'd. Prints one JSON object with the machine's CPU model and flags.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +26,7 @@ from PIL import Image
 
 from fer.augment import augment
 from fer.config import TrainConfig
+from fer.democlip import Walk, render, write_clip
 from fer.detect import detect_faces
 from fer.images import to_rgb
 from fer.inference import load_engine, predict_probs
@@ -32,6 +36,7 @@ from fer.predict import predict_image
 from fer.preprocess import normalize
 from fer.runtime import cpu_flags, machine_description, pick_device
 from fer.train import make_optimizer, train_step
+from fer.video import analyze_video
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:
@@ -68,6 +73,24 @@ def inference(args) -> dict:
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         result["haar_detection_ms"] = round(1000 * timed(
             lambda: cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)), 20), 1)
+    return result
+
+
+def video(args) -> dict:
+    """Frames/s of `fer video` (detection, tracking, classification, drawing, writing the annotated mp4)
+    on 640 x 480 clips made from the shipped portraits, with one face and with three."""
+    one = (Walk("grace_hopper.jpg", (0.3, 0.5), (0.7, 0.5), (150, 190)),)
+    three = one + (Walk("eileen_collins.jpg", (0.8, 0.25), (0.2, 0.3), (120, 140)),
+                   Walk("eileen_collins.jpg", (0.15, 0.8), (0.85, 0.75), (130, 110)))
+    result = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, walks in (("one_face", one), ("three_faces", three)):
+            clip = write_clip(Path(scratch) / f"{name}.mp4", render(walks, (640, 480), fps=15, seconds=4), fps=15)
+            for engine_name in ("onnx-int8", "torch"):
+                engine = load_engine(args.weights, engine_name)
+                analyze_video(clip, engine, progress=False)  # warm-up
+                run = analyze_video(clip, engine, out_video=Path(scratch) / "out.mp4", progress=False)
+                result[f"{name}_{engine_name}_frames_per_second"] = round(run.frames / run.seconds, 1)
     return result
 
 
@@ -110,6 +133,7 @@ def main():
     result = {"machine": machine_description(device), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads()}
     if args.what == "all":
         result["inference"] = inference(args)
+        result["video_640x480"] = video(args)
     if not args.skip_train:
         result["training"] = [train_throughput(args.stem, args.batch_size, args.device, args.train_steps, compiled)
                               for compiled in (False, True)]

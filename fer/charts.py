@@ -125,3 +125,39 @@ def plot_reliability(curves: dict[str, list[dict]], title: str = "") -> plt.Figu
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_timeline(table: pd.DataFrame, face_id: int, smoothed: bool = True, title: str = "") -> plt.Figure:
+    """One face's emotions over a video: its (smoothed) probabilities stacked over time, one colour a class."""
+    rows = table[table["face_id"] == face_id].sort_values("time_s")
+    prefix = "smooth_" if smoothed else "raw_"
+    fig, ax = plt.subplots(figsize=(10, 2.8))
+    ax.stackplot(rows["time_s"], *[rows[prefix + c] for c in CLASSES], labels=CLASSES,
+                 colors=[f"C{i}" for i in range(len(CLASSES))], step="post" if len(rows) < 3 else None)
+    ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1),
+           xlim=(table["time_s"].min(), max(table["time_s"].max(), table["time_s"].min() + 1e-3)),
+           title=title or f"face {face_id}: {'smoothed' if smoothed else 'raw'} probabilities")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_emotion_shares(shares: pd.DataFrame) -> plt.Figure:
+    """Per face, the share of the time each emotion was its label (fer.video.emotion_shares), as bars."""
+    ax = shares.rename(index=lambda i: f"face {i}").plot.barh(stacked=True, figsize=(8, 0.6 + 0.5 * len(shares)),
+                                                             color=[f"C{i}" for i in range(len(CLASSES))])
+    ax.set(xlabel="share of the time", xlim=(0, 1), ylabel="")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_frames(frames, titles, width: float = 4.0) -> plt.Figure:
+    """Colour pictures (video frames) side by side, each `width` inches wide, with a title each."""
+    fig, axes = plt.subplots(1, len(frames), figsize=(width * len(frames), width * 0.8), squeeze=False)
+    for ax, frame, title in zip(axes[0], frames, titles):
+        ax.imshow(frame)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -56,6 +56,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", default=None, help="FER-2013 source of the calibration crops (--int8)")
     x.add_argument("--out", default=None, help="default: the cache (float32), NAME.int8.onnx beside the weights")
 
+    v = sub.add_parser("video", help="follow and label the faces of a video file or a camera over time")
+    v.add_argument("video", nargs="?", help="any video OpenCV reads (mp4, avi, mov, webm, ...)")
+    v.add_argument("--camera", type=int, default=None, metavar="N", help="camera N instead of a file (q quits)")
+    add_weights_arguments(v, tta=False)
+    v.add_argument("--out", default=None, help="write the annotated video here (mp4)")
+    v.add_argument("--csv", default=None, help="write one row per frame and face here")
+    v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame")
+    v.add_argument("--smoothing", type=float, default=0.5, help="seconds: time constant of the labels' average")
+    v.add_argument("--json", action="store_true", help="print a summary as one JSON object")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("predict", help="find faces in photos and label their expressions")
     p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
     add_weights_arguments(p)
@@ -64,13 +75,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
+def add_weights_arguments(parser: argparse.ArgumentParser, tta: bool = True) -> None:
     from .inference import ENGINES
     parser.add_argument("--weights", nargs="+", default=None,
                         help="weights file(s); several are ensembled (default: the shipped model)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="what runs the network (auto: int8 ONNX Runtime where its file exists, else torch)")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
+    if tta:
+        parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
 
 
 def main(argv=None) -> int:
@@ -83,7 +95,7 @@ def main(argv=None) -> int:
         return e.code
     try:
         commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate, "predict": run_predict,
-                    "export": run_export}
+                    "export": run_export, "video": run_video}
         return commands[args.command](args)
     except (FerError, OSError) as e:
         print(f"fer: {one_line(e)}", file=sys.stderr)
@@ -176,3 +188,41 @@ def run_predict(args) -> int:
     if args.json:
         print(json.dumps({"results": results}, allow_nan=False))
     return EXIT_BAD_INPUT if failed else 0
+
+
+def run_video(args) -> int:
+    from .errors import DataError
+    from .video import VideoConfig, analyze_video, camera_can_show, emotion_shares
+    if (args.video is None) == (args.camera is None):
+        raise DataError("give a video file or --camera N (one of them)")
+    show = args.camera is not None and camera_can_show()
+    if args.camera is not None and not show and args.out is None and args.csv is None:
+        raise DataError("cannot show the camera: this OpenCV has no windows (opencv-python-headless) or there is "
+                        "no display; record the stream with --out or --csv")
+    if not 0 <= args.smoothing <= 60:
+        raise DataError(f"--smoothing must be between 0 and 60 seconds, not {args.smoothing}")
+    models = load_engines(args)
+    result = analyze_video(args.camera if args.video is None else args.video, models, args.out, args.csv,
+                           VideoConfig(every=args.every, smoothing=args.smoothing), progress=not args.no_progress,
+                           show=show)
+    table = result.table
+    faces = {int(i): {"frames": int((table["face_id"] == i).sum()), "shares": shares.to_dict()}
+             for i, shares in emotion_shares(table).iterrows()} if len(table) else {}
+    summary = {"video": args.video if args.video is not None else f"camera {args.camera}", "frames": result.frames,
+               "analysed_frames": result.analysed, "fps": round(result.fps, 3), "seconds": round(result.seconds, 2),
+               "frames_per_second": round(result.frames / max(result.seconds, 1e-9), 1),
+               "complete": result.complete, "outputs": result.outputs, "faces": faces}
+    if not result.complete:
+        print(f"fer: the video ended after {result.frames} frames, before its announced length; "
+              f"what was read is written", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{summary['video']}: {result.frames} frames ({result.analysed} analysed) in {result.seconds:.1f} s, "
+          f"{summary['frames_per_second']} frames/s, {len(faces)} face(s)")
+    for face_id, face in faces.items():
+        top = sorted(face["shares"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"  face {face_id}: {face['frames']} frames; " + ", ".join(f"{k} {v:.0%}" for k, v in top if v))
+    for kind, path in result.outputs.items():
+        print(f"  {kind} -> {path}")
+    return 0

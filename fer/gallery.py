@@ -1,4 +1,5 @@
-"""The prediction gallery of notebooks/04: upload photos, pick a model, see each face labelled.
+"""The prediction gallery of notebooks/04: upload photos (or a short video), pick a model, see each face
+labelled (or each face's emotion timeline).
 
 ipywidgets 8: FileUpload.value is a tuple of dicts with name, type, size, content (memoryview),
 last_modified. Everything a test needs is reachable without a browser: `Gallery.cards` holds what each
@@ -9,19 +10,24 @@ from __future__ import annotations
 
 import html
 import io
+import tempfile
 from pathlib import Path
 
 import ipywidgets as widgets
 
 from .ensemble import ENSEMBLE_CHOICE, ensemble_members
-from .errors import FerError, one_line, quote
+from .charts import plot_emotion_shares, plot_timeline
+from .errors import DataError, FerError, one_line, quote
 from .images import PHOTO_SUFFIXES, open_image
 from .paths import PHOTOS_DIR, TRAINED_MODELS_DIR
 from .predict import NO_FACE_NOTE, draw_labels, predict_image
 from .preprocess import CLASSES
+from .video import VideoConfig, analyze_video, emotion_shares
 from .inference import load_engine
 
 MAX_UPLOAD_BYTES = 20_000_000
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv")
+VIDEO_EVERY = 3  # a 30 frames/s upload is analysed at 10 frames/s: the timeline looks the same, 3x sooner
 BUSY = ("<span style='color:#555'><span class='fer-busy' style='display:inline-block;width:10px;height:10px;"
         "border:2px solid #2a9d3a;border-top-color:transparent;border-radius:50%;"
         "animation:fer-spin 0.8s linear infinite'></span> TEXT</span>"
@@ -61,7 +67,7 @@ class Gallery:
         default = "resnet50_dropout.safetensors"
         self.model_picker = widgets.Dropdown(options=options, description="model",
                                              value=default if default in options else (options or [None])[0])
-        self.upload = widgets.FileUpload(accept="image/*", multiple=True, description="Upload photos")
+        self.upload = widgets.FileUpload(accept="image/*,video/*", multiple=True, description="Upload photos")
         self.status = widgets.HTML()
         self.summary = widgets.HTML()  # a live table of the cards, for the notebook's last cell
         self.cards_box = widgets.VBox()
@@ -142,6 +148,8 @@ class Gallery:
         try:
             if isinstance(content, Exception):
                 raise content
+            if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+                return self._video_card(name, content, models, title)
             image = open_image(content, name)
             result = predict_image(image, models)
             drawn = draw_labels(image, result)
@@ -158,3 +166,29 @@ class Gallery:
                  for i, f in enumerate(result["faces"])]
         card = {"name": name, "labels": [f["label"] for f in result["faces"]], "face_found": result["face_found"]}
         return card, widgets.VBox([title, widgets.HBox([picture, widgets.VBox(faces)])])
+
+    def _video_card(self, name: str, content: bytes, models, title):
+        """A short video: each face's emotion timeline and its share of the time in each emotion."""
+        with tempfile.TemporaryDirectory(prefix="fer-gallery-") as scratch:
+            path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
+            path.write_bytes(content)
+            try:
+                result = analyze_video(path, models, cfg=VideoConfig(every=VIDEO_EVERY), progress=False)
+            except DataError as e:
+                raise DataError(str(e).replace(quote(path), quote(name))) from None
+        table = result.table
+        charts = [_png_widget(plot_timeline(table, face_id)) for face_id in sorted(set(table["face_id"]))]
+        shares = emotion_shares(table) if len(table) else None
+        summary = widgets.HTML(f"{result.frames} frames, {result.frames / result.fps:.1f} s, "
+                               f"{len(charts)} face(s) followed" + ("" if charts else f" <i>(no face found)</i>"))
+        parts = [title, summary, *charts] + ([_png_widget(plot_emotion_shares(shares))] if charts else [])
+        labels = [shares.loc[i].idxmax() for i in shares.index] if charts else []
+        return {"name": name, "labels": labels, "video": True, "frames": result.frames}, widgets.VBox(parts)
+
+
+def _png_widget(fig) -> widgets.Image:
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return widgets.Image(value=buffer.getvalue(), format="png")

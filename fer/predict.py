@@ -130,21 +130,28 @@ def write_annotated(image: Image.Image, result: dict, target: Path) -> Path:
 def draw_labels(image: Image.Image, result: dict) -> Image.Image:
     """A copy of the photo (RGB) with each face's box and "label 87%" drawn on it, always inside the photo."""
     canvas = np.array(to_viewable(image).convert("RGB"))  # a copy: the photo itself is never drawn on
-    height, width = canvas.shape[:2]
+    color = BOX_COLOR if result["face_found"] else NO_FACE_COLOR
     for face in result["faces"]:
-        x, y, w, h = face["box"]
-        color = BOX_COLOR if result["face_found"] else NO_FACE_COLOR
-        text = f"{face['label']} {face['probs'][face['label']]:.0%}"
-        # Readable on a phone photo and a thumbnail alike: from the face's width and the photo's size.
-        font_scale = max(0.35, min(w / 220, 4.0), max(width, height) / 1600)
-        thickness = max(1, round(font_scale * 1.6))
-        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        label_h = th + baseline + 4
-        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), color, max(1, thickness // 2 + 1))
-        top = y - label_h if y - label_h >= 0 else y  # above the box, else inside its top
-        top = max(0, min(top, height - label_h))
-        left = max(0, min(x, width - tw - 4))
-        cv2.rectangle(canvas, (left, top), (left + tw + 4, top + label_h), color, -1)
-        cv2.putText(canvas, text, (left + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
-                    thickness, cv2.LINE_AA)
+        draw_face(canvas, face["box"], f"{face['label']} {face['probs'][face['label']]:.0%}", color)
     return Image.fromarray(canvas)
+
+
+def draw_face(canvas: np.ndarray, box, text: str, color=BOX_COLOR) -> tuple[int, int, int]:
+    """Draw a box and its label on an RGB or BGR array in place; the label stays inside the picture, above
+    the box where there is room, else inside its top. Returns the label's left, bottom and font scale's
+    line height (where a caller may draw more under it)."""
+    height, width = canvas.shape[:2]
+    x, y, w, h = (int(v) for v in box)
+    # Readable on a phone photo and a thumbnail alike: from the face's width and the photo's size.
+    font_scale = max(0.35, min(w / 220, 4.0), max(width, height) / 1600)
+    thickness = max(1, round(font_scale * 1.6))
+    (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    label_h = th + baseline + 4
+    cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), color, max(1, thickness // 2 + 1))
+    top = y - label_h if y - label_h >= 0 else y
+    top = max(0, min(top, height - label_h))
+    left = max(0, min(x, width - tw - 4))
+    cv2.rectangle(canvas, (left, top), (left + tw + 4, top + label_h), color, -1)
+    cv2.putText(canvas, text, (left + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
+                thickness, cv2.LINE_AA)
+    return left, top + label_h, label_h

@@ -131,15 +131,19 @@ def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.dev
 # Writing files
 
 
-def _temp_name(path: Path, pid: int) -> Path:
-    return path.with_name(f".{path.name}.{pid}.tmp")
+def temp_name(path: Path, pid: int | None = None) -> Path:
+    """.NAME.PID.tmp.SUFFIX beside `path`: hidden, owned by one process, and with the suffix that writers
+    which choose the format by the name (OpenCV's VideoWriter) need."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid() if pid is None else pid}.tmp{path.suffix}")
 
 
 def remove_stale_temp_files(path: Path) -> None:
     """Delete the temp files that writers of `path` killed mid-write (SIGKILL, power loss) left behind."""
+    path = Path(path)
     with contextlib.suppress(OSError):
-        for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-            pid = leftover.name[len(path.name) + 2:-4]
+        for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
+            pid = leftover.name[len(path.name) + 2:].split(".tmp", 1)[0]
             if pid.isdigit() and not _process_alive(int(pid)):
                 leftover.unlink(missing_ok=True)
 
@@ -171,7 +175,7 @@ def atomic_write(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(path)
-    tmp = _temp_name(path, os.getpid())
+    tmp = temp_name(path)
     try:
         yield tmp
         umask = os.umask(0)

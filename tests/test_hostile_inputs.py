@@ -443,9 +443,9 @@ def test_10_a_plain_class_folder_says_what_layout_is_needed(tmp_path, untrained_
 def test_11_temp_files_of_killed_writers_are_cleaned(fer_folder, tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    leftover = tmp_path / f".m.safetensors.{dead.stdout.strip()}.tmp"
+    leftover = tmp_path / f".m.safetensors.{dead.stdout.strip()}.tmp"  # as older versions named it
     leftover.write_bytes(bytes(1000))
-    alive = tmp_path / f".m.safetensors.{os.getppid()}.tmp"  # a writer still at work: left alone
+    alive = tmp_path / f".m.safetensors.{os.getppid()}.tmp.safetensors"  # a writer still at work: left alone
     alive.write_bytes(b"x")
     code, _, err = run(tiny_train_args(fer_folder, "--out", out), capsys)
     assert code == 0, err

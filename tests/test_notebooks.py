@@ -2,6 +2,7 @@
 import datetime
 import json
 
+import ipywidgets as widgets
 import pytest
 
 from fer.preprocess import CLASSES
@@ -102,3 +103,18 @@ def test_02_defaults_are_the_shipped_recipe():
     for name in ("dropout", "epochs", "batch_size", "optimizer", "lr", "time_budget", "seed"):
         assert defaults[name] == recipe[name], name
     assert defaults["arch"] == recipe.get("arch", recipe.get("model")) and defaults["out"] is None
+
+
+def test_gallery_shows_a_video_upload_as_a_timeline(gallery, tmp_path):
+    from fer.democlip import render, write_clip
+    clip = write_clip(tmp_path / "clip.mp4", render(size=(320, 240), fps=6, seconds=2), fps=6)
+    gallery.add_upload([upload_item("interview.mp4", clip.read_bytes())])
+    card = gallery.cards[0]
+    assert card["name"] == "interview.mp4" and card["video"] and card["frames"] == 12 and len(card["labels"]) == 2
+    shown = gallery.cards_box.children[0].children
+    assert sum(isinstance(w, widgets.Image) for w in shown) == 3  # two faces' timelines and the shares
+
+
+def test_gallery_names_a_broken_video(gallery):
+    gallery.add_upload([upload_item("broken.mp4", b"not a video at all")])
+    assert "broken.mp4" in gallery.cards[0]["error"] and "not a video" in gallery.cards[0]["error"]

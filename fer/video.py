@@ -1,0 +1,313 @@
+"""Emotions over time: every face of a video (or the webcam) found, followed and labelled, frame by frame.
+
+The faces of a frame go through the same detection, crop and classifier as a photo (`fer.predict`), batched.
+A tracker keeps each face's identity across frames (box overlap, then distance to where its motion says it
+should be; a face lost for up to `max_missing` seconds keeps its id), and each face's probabilities are
+smoothed over time with an exponential moving average of time constant `smoothing` seconds, so that its
+label does not flicker. The CSV keeps the raw and the smoothed probabilities: one row per frame and face.
+
+Outputs are written to temp files and renamed when the video is done: an interrupted run leaves
+NAME.partial.mp4 / .partial.csv (playable, readable), never a file that looks complete and is not.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .detect import DetectorConfig, crop_face, detect_faces
+from .errors import DataError, quote
+from .inference import predict_probs
+from .predict import BOX_COLOR, draw_face
+from .preprocess import CLASSES
+from .runtime import remove_stale_temp_files, temp_name
+
+CSV_FIELDS = (["time_s", "frame", "face_id", "x", "y", "w", "h", "score"] + [f"raw_{c}" for c in CLASSES]
+              + [f"smooth_{c}" for c in CLASSES] + ["label", "raw_label"])
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    every: int = 1                 # analyse every Nth frame (the others are drawn with the last labels)
+    smoothing: float = 0.5         # seconds: the time constant of each face's moving average
+    max_missing: float = 1.0       # seconds a lost face keeps its id
+    min_iou: float = 0.2           # box overlap that counts as the same face without asking its motion
+    detector: DetectorConfig = DetectorConfig()
+
+
+@dataclass
+class Track:
+    face_id: int
+    box: np.ndarray                # x, y, w, h
+    seen: float                    # seconds
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
+    smooth: np.ndarray | None = None
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+class FaceTracker:
+    """Gives each detected box the id of the face it continues, or a new one."""
+
+    def __init__(self, cfg: VideoConfig = VideoConfig()):
+        self.cfg = cfg
+        self.tracks: list[Track] = []
+        self.next_id = 1
+
+    def update(self, boxes, t: float) -> list[Track]:
+        """The tracks of `boxes` (seen at time t), in the same order."""
+        self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.cfg.max_missing]
+        boxes = [np.asarray(b, dtype=float) for b in boxes]
+        pairs = []
+        for i, box in enumerate(boxes):
+            for j, track in enumerate(self.tracks):
+                predicted = track.box.copy()
+                predicted[:2] += track.velocity * (t - track.seen)
+                overlap = iou(box, predicted)
+                distance = math.dist(_centre(box), _centre(predicted)) / max(track.box[2], track.box[3], 1)
+                # The longer a face was lost, the further from its predicted place it may come back.
+                if overlap >= self.cfg.min_iou or distance < 0.6 + (t - track.seen) / self.cfg.max_missing:
+                    pairs.append((-overlap, distance, i, j))  # most overlap first, then the nearest
+        assigned: dict[int, Track] = {}
+        used: set[int] = set()
+        for _, _, i, j in sorted(pairs):
+            if i not in assigned and j not in used:
+                assigned[i] = self.tracks[j]
+                used.add(j)
+        result = []
+        for i, box in enumerate(boxes):
+            track = assigned.get(i)
+            if track is None:
+                track = Track(self.next_id, box, t)
+                self.next_id += 1
+                self.tracks.append(track)
+            else:
+                dt = max(t - track.seen, 1e-6)
+                moved = (_centre(box) - _centre(track.box)) / dt
+                track.velocity = 0.5 * track.velocity + 0.5 * moved
+                track.box, track.seen = box, t
+            result.append(track)
+        return result
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+
+
+def smooth(track: Track, probs: np.ndarray, dt: float, time_constant: float) -> np.ndarray:
+    """The track's moving average after `probs`, `dt` seconds after its last update."""
+    if track.smooth is None or time_constant <= 0:
+        track.smooth = probs.copy()
+    else:
+        weight = 1 - math.exp(-dt / time_constant)
+        track.smooth = (1 - weight) * track.smooth + weight * probs
+    return track.smooth
+
+
+def open_video(source) -> tuple[cv2.VideoCapture, float, int]:
+    """A capture, its frame rate and its frame count (0 when unknown, as for a camera)."""
+    is_camera = isinstance(source, int)
+    if not is_camera:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"cannot read {quote(path)}: no such file")
+        if path.stat().st_size == 0:
+            raise DataError(f"cannot read {quote(path)}: empty file")
+    capture = cv2.VideoCapture(source if is_camera else str(source))
+    if not capture.isOpened():
+        capture.release()
+        raise DataError(f"no camera {source} could be opened" if is_camera else
+                        f"cannot read {quote(source)}: not a video OpenCV can decode")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and math.isfinite(fps) and 1 <= fps <= 240 else 30.0
+    return capture, fps, max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+
+
+def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray) -> None:
+    """Box, "id: label p%" and a small bar per class (in CLASSES order) under the box, on a BGR frame."""
+    top = int(np.argmax(probs))
+    _, _, line = draw_face(frame_bgr, box, f"{face_id}: {CLASSES[top]} {probs[top]:.0%}", BOX_COLOR[::-1])
+    x, y, w, h = (int(v) for v in box)
+    bar_h = max(2, line // 5)
+    height = len(probs) * (bar_h + 1)
+    # Under the box where there is room, else inside its bottom: never over the eyes and mouth.
+    y0 = y + h + 2 if y + h + 2 + height <= frame_bgr.shape[0] else max(0, y + h - height)
+    for k, p in enumerate(probs):
+        row = y0 + k * (bar_h + 1)
+        cv2.rectangle(frame_bgr, (x, row), (x + w, row + bar_h), (60, 60, 60), -1)
+        cv2.rectangle(frame_bgr, (x, row), (x + max(1, int(w * p)), row + bar_h),
+                      (58, 157, 42) if k == top else (212, 183, 155), -1)
+
+
+@dataclass
+class VideoResult:
+    rows: list[dict]
+    frames: int
+    analysed: int
+    fps: float
+    seconds: float
+    complete: bool                  # False: the input ended before its announced length
+    outputs: dict[str, str]
+
+    @property
+    def table(self):
+        import pandas as pd
+        return pd.DataFrame(self.rows, columns=CSV_FIELDS)
+
+
+def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig = VideoConfig(),
+                  progress: bool = True, show: bool = False) -> VideoResult:
+    """Find, follow and label the faces of a video file (or camera index); see the module's docstring."""
+    capture, fps, announced = open_video(source)
+    if cfg.every < 1:
+        capture.release()
+        raise DataError(f"every must be >= 1, not {cfg.every}")
+    writer, finals, temps = None, {}, {}
+    for kind, path in (("video", out_video), ("csv", out_csv)):
+        if path is not None:
+            finals[kind] = Path(path)
+            finals[kind].parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(finals[kind])
+            temps[kind] = temp_name(finals[kind])
+    csv_file = temps["csv"].open("w", newline="") if "csv" in temps else None
+    table = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS) if csv_file else None
+    if table:
+        table.writeheader()
+    tracker, rows, shown = FaceTracker(cfg), [], []
+    frame_index, analysed, finished = 0, 0, False
+    start = time.perf_counter()
+    bar = tqdm(total=announced or None, unit="frame", disable=not progress, desc="video")
+    try:
+        while True:
+            try:
+                ok, frame = capture.read()
+            except KeyboardInterrupt:
+                if not isinstance(source, int):
+                    raise
+                break  # Ctrl-C is how a camera recording ends
+            if not ok:
+                break
+            t = frame_index / fps
+            if frame_index % cfg.every == 0:
+                shown = analyse_frame(frame, t, frame_index, models, tracker, cfg, rows, table)
+                analysed += 1
+            if "video" in temps:
+                if writer is None:
+                    writer = cv2.VideoWriter(str(temps["video"]), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (frame.shape[1], frame.shape[0]))
+                    if not writer.isOpened():
+                        raise DataError(f"cannot write {quote(finals['video'])}: OpenCV has no mp4v writer here")
+            if writer is not None or show:
+                for box, face_id, probs in shown:
+                    draw_track(frame, box, face_id, probs)
+            if writer is not None:
+                writer.write(frame)
+            if show:
+                cv2.imshow("fer (q quits)", frame)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+            frame_index += 1
+            bar.update(1)
+        finished = True
+    finally:
+        bar.close()
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if csv_file is not None:
+            csv_file.close()
+        if show:
+            cv2.destroyAllWindows()
+        outputs = _finish_outputs(temps, finals, finished, frame_index > 0)
+    if frame_index == 0:
+        raise DataError(f"cannot read {quote(source)}: no frame could be decoded")
+    return VideoResult(rows, frame_index, analysed, fps, time.perf_counter() - start,
+                       complete=not announced or frame_index >= announced, outputs=outputs)
+
+
+def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTracker, cfg: VideoConfig, rows,
+                  table) -> list:
+    """Detect, crop and classify (one batch) the faces of one frame; update tracks and the table."""
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    faces = detect_faces(rgb, cfg.detector)
+    if not faces:
+        tracker.update([], t)
+        return []
+    gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(gray, f) for f in faces])),
+                          temperature=None).numpy()
+    shown = []
+    previous = {tr.face_id: tr.seen for tr in tracker.tracks}
+    for face, track, p in zip(faces, tracker.update([f.box for f in faces], t), probs):
+        smoothed = smooth(track, p, t - previous.get(track.face_id, t), cfg.smoothing)
+        row = {"time_s": round(t, 3), "frame": frame_index, "face_id": track.face_id,
+               **dict(zip(("x", "y", "w", "h"), face.box)), "score": face.score,
+               **{f"raw_{c}": round(float(v), 4) for c, v in zip(CLASSES, p)},
+               **{f"smooth_{c}": round(float(v), 4) for c, v in zip(CLASSES, smoothed)},
+               "label": CLASSES[int(np.argmax(smoothed))], "raw_label": CLASSES[int(np.argmax(p))]}
+        rows.append(row)
+        if table is not None:
+            table.writerow(row)
+        shown.append((face.box, track.face_id, smoothed.copy()))
+    return shown
+
+
+def _finish_outputs(temps: dict, finals: dict, complete: bool, any_frame: bool) -> dict[str, str]:
+    """Rename the temp outputs to their names, or to NAME.partial.EXT when the run did not finish; without a
+    single frame there is nothing to keep."""
+    done = {}
+    for kind, tmp in temps.items():
+        if not tmp.exists():
+            continue
+        if not any_frame:
+            tmp.unlink()
+            continue
+        final = finals[kind] if complete else finals[kind].with_name(
+            f"{finals[kind].stem}.partial{finals[kind].suffix}")
+        os.replace(tmp, final)
+        done[kind] = str(final)
+    return done
+
+
+def read_frames(path, indices) -> list[np.ndarray]:
+    """Some frames of a video as RGB arrays (to show an annotated clip in a notebook)."""
+    capture, _, _ = open_video(path)
+    wanted, frames, index = set(indices), [], 0
+    while len(frames) < len(wanted):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index in wanted:
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        index += 1
+    capture.release()
+    return frames
+
+
+def emotion_shares(table) -> "pd.DataFrame":  # noqa: F821
+    """Per face: the share of its analysed frames in which each emotion was its (smoothed) label."""
+    import pandas as pd
+    shares = pd.crosstab(table["face_id"], table["label"], normalize="index")
+    return shares.reindex(columns=list(CLASSES), fill_value=0.0).round(3)
+
+
+def camera_can_show() -> bool:
+    """Whether a window can be opened: an OpenCV with a GUI backend, and a display on Linux."""
+    has_gui = not re.search(r"GUI:\s+NONE", cv2.getBuildInformation())
+    needs_display = os.name == "posix" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")
+    return has_gui and not (needs_display and os.uname().sysname == "Linux")

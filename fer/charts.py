@@ -85,10 +85,11 @@ def plot_faces(images, labels, per_class: int = 8, title: str = "") -> plt.Figur
     return plot_image_rows(rows, list(CLASSES), title)
 
 
-def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0) -> plt.Figure:
-    """Gray 48 x 48 images, one list per row (rows may differ in length), each `size` inches wide."""
+def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0, captions=None) -> plt.Figure:
+    """Images (gray or RGB), one list per row (rows may differ in length), each `size` inches wide; a title
+    per row, and optionally a caption under each image (`captions`: lists like `rows`)."""
     columns = max(1, max(len(r) for r in rows))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * size, len(rows) * (size + 0.25)),
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * size, len(rows) * (size + 0.25 + 0.2 * bool(captions))),
                              squeeze=False)
     for row, (images, row_title) in enumerate(zip(rows, row_titles)):
         for col in range(columns):
@@ -96,6 +97,9 @@ def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0) -> plt
             ax.axis("off")
             if col < len(images):
                 ax.imshow(images[col], cmap="gray", vmin=0, vmax=255)
+                if captions:
+                    ax.text(0.5, -0.04, captions[row][col], transform=ax.transAxes, ha="center", va="top",
+                            fontsize=7)
         axes[row, 0].set_title(row_title, fontsize=9, loc="left")
     if title:
         fig.suptitle(title)

@@ -28,6 +28,8 @@ class Parser(argparse.ArgumentParser):
 def get_args_parser() -> argparse.ArgumentParser:
     from .config import add_train_arguments
     from .datasets import SPLITS
+    from .explain import LAYERS
+    from .preprocess import CLASSES
     parser = Parser(prog="python -m fer", description="FER-2013 facial-expression recognition "
                                      "with ResNet50: train, evaluate, predict, calibrate.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +73,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
     add_weights_arguments(p)
     p.add_argument("--out", default=None, help="write annotated copies (NAME.fer.jpg) into this folder")
+    p.add_argument("--explain", action="store_true",
+                   help="also write each photo's Grad-CAM overlay (NAME.cam.jpg) into --out")
+    p.add_argument("--explain-class", choices=CLASSES, default=None,
+                   help="the class to explain (default: each face's predicted class)")
+    p.add_argument("--explain-layer", choices=LAYERS, default=None,
+                   help="the ResNet stage (default: the deepest with a grid of at least 6 x 6)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -176,9 +184,18 @@ def run_calibrate(args) -> int:
 
 def run_predict(args) -> int:
     from .predict import iter_predictions, summary_line
+    explainer = None
+    if args.explain or args.explain_class or args.explain_layer:
+        from .errors import FerError
+        from .explain import Explainer
+        from .weights import load_model
+        if args.out is None:
+            raise FerError("--explain writes its heat maps beside the annotated copies: give --out")
+        explainer = Explainer([load_model(p) for p in (args.weights or [None])], args.explain_class,
+                              args.explain_layer)
     models = load_engines(args)
     results, failed = [], 0
-    for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out):
+    for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out, explainer=explainer):
         results.append(result)
         if "error" in result:
             failed += 1

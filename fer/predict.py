@@ -20,6 +20,7 @@ BOX_COLOR = (0, 220, 0)
 NO_FACE_COLOR = (255, 170, 0)
 NO_FACE_NOTE = "no face found: the whole photo was used"
 ANNOTATED_SUFFIX = ".fer.jpg"
+EXPLAINED_SUFFIX = ".cam.jpg"
 
 
 def predict_image(image: Image.Image, models, tta: bool = False, temperature: float | None = None,
@@ -63,6 +64,7 @@ def summary_line(result: dict) -> str:
     faces = ", ".join(f"{f['label']} {f['probs'][f['label']]:.0%}" for f in result["faces"])
     where = "" if result["face_found"] else f" ({NO_FACE_NOTE})"
     written = f" -> {display_name(result['annotated'])}" if "annotated" in result else ""
+    written += f", {display_name(result['explained'])}" if "explained" in result else ""
     return f"{display_name(result['path'])}: {faces}{where}{written}"
 
 
@@ -72,8 +74,10 @@ def predict_files(paths, models, tta: bool = False, out_dir=None, detector: Dete
     return list(iter_predictions(paths, models, tta, out_dir, detector))
 
 
-def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig()):
-    """Yield a result per photo, as it is done, writing its annotated copy into out_dir when given.
+def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig(),
+                     explainer=None):
+    """Yield a result per photo, as it is done, writing its annotated copy into out_dir when given, and with
+    an explainer (fer.explain.Explainer) its heat-map overlay beside it (NAME.cam.jpg).
 
     A photo that cannot be read or written yields {"path", "error"} and the batch goes on; nothing is
     ever written over a photo of the batch (see annotated_paths).
@@ -91,10 +95,15 @@ def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: D
             yield {"path": str(path), "error": f"cannot process {quote(path)}: {type(e).__name__}: {one_line(e)}"}
             continue
         if out_dir is not None:
+            target = targets[path]
             try:
-                result["annotated"] = str(write_annotated(image, result, targets[path]))
+                result["annotated"] = str(write_annotated(draw_labels(image, result), target))
+                if explainer is not None:
+                    overlay = Image.fromarray(explainer.photo_overlay(image, result))
+                    result["explained"] = str(write_annotated(overlay, target.with_name(
+                        target.name.removesuffix(ANNOTATED_SUFFIX) + EXPLAINED_SUFFIX)))
             except (OSError, ValueError) as e:
-                result["error"] = f"cannot write {quote(targets[path])}: {one_line(e)}"
+                result["error"] = f"cannot write {quote(target)}: {one_line(e)}"
         yield result
 
 
@@ -108,7 +117,8 @@ def annotated_paths(paths: list[Path], out_dir) -> dict[Path, Path]:
         if path in targets:
             continue
         n, target = 1, out_dir / f"{path.stem}{ANNOTATED_SUFFIX}"
-        while target in taken or os.path.realpath(target) in inputs:
+        while target in taken or os.path.realpath(target) in inputs or \
+            os.path.realpath(target.with_name(target.name.removesuffix(ANNOTATED_SUFFIX) + EXPLAINED_SUFFIX)) in inputs:
             n += 1
             target = out_dir / f"{path.stem}-{n}{ANNOTATED_SUFFIX}"
         taken.add(target)
@@ -116,12 +126,11 @@ def annotated_paths(paths: list[Path], out_dir) -> dict[Path, Path]:
     return targets
 
 
-def write_annotated(image: Image.Image, result: dict, target: Path) -> Path:
-    """The annotated copy as a JPEG, written atomically (a symlink at target is replaced, not followed)."""
+def write_annotated(drawn: Image.Image, target: Path) -> Path:
+    """A drawn copy as a JPEG, written atomically (a symlink at target is replaced, not followed)."""
     target = Path(target)
     if target.exists() and not target.is_file() and not target.is_symlink():
         raise DataError(f"{quote(target)} exists and is not a file")
-    drawn = draw_labels(image, result)
     with atomic_write(target) as tmp:
         drawn.save(tmp, format="JPEG", quality=92)
     return target

@@ -18,6 +18,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 PORTRAITS = sorted((REPO / "photos_to_predict").glob("*.jpg"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-screenshot", action="store_true",
+                     help="copy the browser test's gallery screenshot into charts/ (it is made in a temp folder)")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     # Tests never touch the user's ~/.cache/fer.

@@ -118,3 +118,24 @@ def test_gallery_shows_a_video_upload_as_a_timeline(gallery, tmp_path):
 def test_gallery_names_a_broken_video(gallery):
     gallery.add_upload([upload_item("broken.mp4", b"not a video at all")])
     assert "broken.mp4" in gallery.cards[0]["error"] and "not a video" in gallery.cards[0]["error"]
+
+
+def test_gallery_shows_a_heat_map_per_face_and_redraws_it_for_another_class(gallery, monkeypatch):
+    import fer.gallery
+    gallery.add_upload([upload_item("portrait.jpg", PORTRAITS[0].read_bytes())])
+    assert gallery.cards[0]["heat_maps"] == 1
+    calls = []
+    real = fer.gallery.predict_image
+    monkeypatch.setattr(fer.gallery, "predict_image", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gallery.map_picker.value = "sad"
+    assert calls == [] and gallery.cards[0]["heat_maps"] == 1  # only redrawn
+    assert "where it sees <b>sad</b>" in json.dumps([w.value for w in _html_widgets(gallery.cards_box)])
+    gallery.map_picker.value = "off"
+    assert gallery.cards[0]["heat_maps"] == 0
+
+
+def _html_widgets(widget):
+    if isinstance(widget, widgets.HTML):
+        yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _html_widgets(child)

@@ -1,0 +1,91 @@
+"""Do the Grad-CAM maps mean something? Two checks over a split's face crops (PublicTest by default).
+
+1. Model randomization (Adebayo et al. 2018): the maps of the trained model against those of the same network
+   with random weights. Reported: the mean Spearman rank correlation of the two maps of each face (near 0:
+   the maps depend on what the model learned; near 1: they would show the input's edges whatever the model).
+2. Occlusion: the predicted class's probability before and after masking 10 % of the crop's pixels (set to
+   the mean grey): the most salient 10 % of its own map, against the most salient 10 % of another face's map
+   (a region of the same kind of shape at an unrelated place), and against 10 % scattered random pixels.
+   Evidence that the map is right: its own region costs the most.
+
+    python benchmarks/explain_sanity.py ../shared/data/fer2013.zip [--layers layer2 layer4] [--n 3589]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fer.datasets import load_split
+from fer.explain import LAYERS, default_layer, grad_cam
+from fer.inference import predict_probs
+from fer.model import build_model
+from fer.weights import load_model
+
+MASKED_SHARE = 0.10
+MEAN_GREY = 128  # 0 after normalization
+
+
+def top_pixels(cams: np.ndarray, share: float) -> np.ndarray:
+    flat = cams.reshape(len(cams), -1)
+    mask = np.zeros_like(flat, dtype=bool)
+    np.put_along_axis(mask, np.argsort(-flat, axis=1)[:, :int(share * flat.shape[1])], True, axis=1)
+    return mask.reshape(cams.shape)
+
+
+def probability_after(model, images: torch.Tensor, masks: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    masked = images.clone()
+    masked[torch.from_numpy(masks)] = MEAN_GREY
+    return predict_probs(model, masked).numpy()[np.arange(len(classes)), classes]
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho: Pearson's correlation of the ranks (ties share their mean rank)."""
+    if a.std() == 0 or b.std() == 0:  # a flat map ranks nothing: no agreement
+        return 0.0
+    return float(np.corrcoef(pd.Series(a.ravel()).rank(), pd.Series(b.ravel()).rank())[0, 1])
+
+
+def check(model, faces, layer: str, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    cams, probs = grad_cam(model, faces.images, layer=layer)
+    predicted = probs.argmax(1)
+    before = probs[np.arange(len(predicted)), predicted]
+    own = top_pixels(cams, MASKED_SHARE)
+    others = own[rng.permutation(len(own))]
+    scattered = np.stack([rng.permutation(m.ravel()).reshape(m.shape) for m in own])
+    torch.manual_seed(seed)
+    random_model = build_model(model.fer_config).eval()
+    random_cams, _ = grad_cam(random_model, faces.images, target=predicted, layer=layer)
+    return {
+        "layer": layer,
+        "randomization_rank_correlation": round(float(np.mean([rank_correlation(a, b)
+                                                                for a, b in zip(cams, random_cams)])), 4),
+        "probability_drop_own_salient_10pct": round(float((before - probability_after(model, faces.images, own, predicted)).mean()), 4),
+        "probability_drop_other_faces_salient_10pct": round(float((before - probability_after(model, faces.images, others, predicted)).mean()), 4),
+        "probability_drop_scattered_random_10pct": round(float((before - probability_after(model, faces.images, scattered, predicted)).mean()), 4),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data")
+    parser.add_argument("--split", default="public")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--layers", nargs="+", choices=LAYERS, default=None, help="default: the default and layer4")
+    parser.add_argument("--n", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model = load_model(args.weights)
+    faces = load_split(args.data, args.split).subset(args.n, args.seed)
+    layers = args.layers or list(dict.fromkeys([default_layer(model), "layer4"]))
+    result = {"split": args.split, "n": len(faces), "default_layer": default_layer(model),
+              "checks": [check(model, faces, layer, args.seed) for layer in layers]}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Why did it say "sad"? Grad-CAM (Selvaraju et al. 2017) of a class for face crops, and its map on the photo.
+
+For a crop and a class, Grad-CAM weighs each channel of a convolutional stage's output by the mean gradient
+of the class's logit with respect to it, sums, keeps the positive part and upsamples it to the 48 x 48 crop:
+where in the face the evidence for that class lies. Plain hooks on torchvision's ResNet50 (no extra library:
+`grad-cam` would bring opencv-python, which clashes with opencv-python-headless). The model runs in eval mode
+(dropout off, BatchNorm's running statistics), on its device, in float32.
+
+Which stage: Grad-CAM is usually taken on the last one (layer4), but a 48-px face reaches it as a 2 x 2 grid
+with the shipped imagenet stem, too coarse to tell the eyes from the mouth. Measured on PublicTest
+(benchmarks/explain_sanity.py, README): layer4's maps barely pass the occlusion check and a face's maps for its
+first and second class are much alike, while layer2's (6 x 6) pass it clearly and differ between classes. The
+default is therefore the deepest stage whose grid is at least 6 x 6 (`default_layer`): layer2 with the
+imagenet stem, layer3 with no_maxpool, layer4 with the cifar stem; any stage can be asked for.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .detect import Face, crop_to_photo
+from .preprocess import CLASSES, IMAGE_SIZE, normalize
+
+LAYERS = ("layer4", "layer3", "layer2")
+MIN_GRID = 6
+
+
+def stage_grids(model: torch.nn.Module) -> dict[str, int]:
+    """The side of each stage's output grid for a 48-px face."""
+    sizes = {}
+    hooks = [getattr(model, name).register_forward_hook(
+        lambda module, inputs, output, name=name: sizes.update({name: output.shape[-1]})) for name in LAYERS]
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return sizes
+
+
+def default_layer(model: torch.nn.Module) -> str:
+    """The deepest stage whose grid is at least MIN_GRID x MIN_GRID (see the module's docstring)."""
+    grids = stage_grids(model)
+    return next((name for name in LAYERS if grids[name] >= MIN_GRID), LAYERS[-1])
+
+
+def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str | None = None,
+             layer: str | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Heat maps N x 48 x 48 in [0, 1] (each scaled by its own maximum) and the probabilities N x 7.
+
+    target: a class (index or name) for every crop, one per crop (a sequence), or None for each crop's
+    predicted class. layer: layer4, layer3 or layer2; None: default_layer(model).
+    """
+    targets = _targets(target, len(images_u8))
+    layer = layer or default_layer(model)
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer '{layer}' (expected one of {', '.join(LAYERS)})")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    stage = getattr(model, layer)
+    maps, probs = [], []
+    try:
+        for start in range(0, len(images_u8), batch_size):
+            x = normalize(images_u8[start:start + batch_size]).to(device)
+            captured = {}
+            handle = stage.register_forward_hook(lambda module, inputs, output: captured.update(a=output))
+            try:
+                with torch.enable_grad():
+                    logits = model(x)
+                    wanted = targets[start:start + batch_size]
+                    chosen = torch.where(wanted >= 0, wanted.to(device), logits.argmax(1))
+                    score = logits.gather(1, chosen[:, None]).sum()
+                    gradients = torch.autograd.grad(score, captured["a"])[0]
+            finally:
+                handle.remove()
+            weights = gradients.mean(dim=(2, 3), keepdim=True)
+            cam = F.relu((weights * captured["a"]).sum(1, keepdim=True)).detach()
+            cam = F.interpolate(cam, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)[:, 0]
+            peak = cam.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
+            maps.append((cam / peak).cpu().numpy())
+            probs.append(F.softmax(logits.detach().float(), 1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not maps:
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros((0, len(CLASSES)), np.float32)
+    return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
+
+
+def _targets(target, n: int) -> torch.Tensor:
+    """One class index per crop, -1 for "its predicted class"."""
+    def index(t):
+        return -1 if t is None else CLASSES.index(t) if isinstance(t, str) else int(t)
+    if target is None or isinstance(target, (str, int, np.integer)):
+        return torch.full((n,), index(target), dtype=torch.long)
+    if len(target) != n:
+        raise ValueError(f"{len(target)} targets for {n} crops")
+    return torch.tensor([index(t) for t in target], dtype=torch.long)
+
+
+class Explainer:
+    """Grad-CAM for the faces a prediction found: one map per face (the mean over an ensemble's members), of
+    the class the prediction gave it or of one class asked for."""
+
+    def __init__(self, models, target: str | None = None, layer: str | None = None):
+        self.models = [m for m in (models if isinstance(models, (list, tuple)) else [models])]
+        self.target, self.layer = target, layer
+
+    def face_maps(self, image, result: dict) -> list[dict]:
+        """Per face of `result` (fer.predict.predict_image's): its crop, heat map and the class explained."""
+        from .detect import crop_face
+        from .images import to_gray
+        gray = to_gray(image)
+        faces = [Face(tuple(f["box"]), f.get("score"), f.get("landmarks")) for f in result["faces"]]
+        if not faces:
+            return []
+        crops = np.stack([crop_face(gray, face) for face in faces])
+        classes = [self.target or f["label"] for f in result["faces"]]
+        maps = [grad_cam(m, torch.from_numpy(crops), classes, self.layer)[0] for m in self.models]
+        cams = np.mean(maps, axis=0)
+        return [{"face": face, "crop": crop, "cam": cam, "class": cls}
+                for face, crop, cam, cls in zip(faces, crops, cams, classes)]
+
+    def photo_overlay(self, image, result: dict) -> np.ndarray:
+        """The photo (RGB) with each face's heat map where its crop came from."""
+        from .images import to_rgb
+        rgb = to_rgb(image)
+        maps = [cam_on_photo(rgb.shape, f["face"], f["cam"]) for f in self.face_maps(image, result)]
+        return overlay_photo(rgb, maps)
+
+
+def colorize(cam: np.ndarray) -> np.ndarray:
+    """A [0, 1] map as RGB uint8 (OpenCV's JET: blue for none, red for the most)."""
+    return cv2.cvtColor(cv2.applyColorMap(np.uint8(np.clip(cam, 0, 1) * 255), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def overlay_crop(crop_u8: np.ndarray, cam: np.ndarray, alpha: float = 0.45, size: int = 144) -> np.ndarray:
+    """The 48 x 48 crop the model read, enlarged, with its heat map over it (RGB uint8)."""
+    gray = cv2.cvtColor(crop_u8, cv2.COLOR_GRAY2RGB).astype(np.float32)
+    blended = (1 - alpha) * gray + alpha * colorize(cam).astype(np.float32)
+    return cv2.resize(blended.round().astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def cam_on_photo(photo_shape: tuple[int, int], face: Face, cam: np.ndarray, align: bool = True) -> np.ndarray:
+    """A crop's heat map carried back onto the photo (H x W, 0 outside the crop): through the inverse of the
+    alignment and crop."""
+    height, width = photo_shape[:2]
+    return cv2.warpAffine(cam.astype(np.float32), crop_to_photo(face, align), (width, height),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def overlay_photo(rgb: np.ndarray, maps: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
+    """The photo with the heat maps of its faces over it, each where its crop came from (RGB uint8)."""
+    heat = np.max(np.stack(maps), axis=0) if maps else np.zeros(rgb.shape[:2], np.float32)
+    weight = (alpha * np.clip(heat, 0, 1) ** 0.5)[..., None]  # transparent where there is no evidence
+    return ((1 - weight) * rgb + weight * colorize(heat)).round().astype(np.uint8)

@@ -1,0 +1,91 @@
+"""Grad-CAM: shapes and range, any class, eval mode, the stage chosen, and the map carried back onto the
+photo where the face is."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer.cli import main
+from fer.datasets import load_split
+from fer.detect import detect_faces
+from fer.explain import Explainer, cam_on_photo, default_layer, grad_cam, overlay_crop
+from fer.model import ModelConfig, build_model
+from fer.predict import predict_image
+from fer.weights import load_model
+from tests.conftest import PORTRAITS
+
+
+@pytest.fixture(scope="module")
+def model(untrained_weights):
+    return load_model(untrained_weights)
+
+
+@pytest.fixture(scope="module")
+def faces(fer_folder):
+    return load_split(fer_folder, "public").images[:10]
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer3", "layer2", None])
+def test_maps_are_one_per_crop_48_by_48_in_0_1(model, faces, layer):
+    cams, probs = grad_cam(model, faces, layer=layer)
+    assert cams.shape == (10, 48, 48) and probs.shape == (10, 7)
+    assert cams.min() >= 0 and cams.max() <= 1 + 1e-6 and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert np.isclose(cams.reshape(10, -1).max(1), 1).sum() >= 9  # each scaled by its own peak
+
+
+def test_any_class_can_be_explained_and_the_maps_differ(model, faces):
+    happy, _ = grad_cam(model, faces, target="happy")
+    sad, _ = grad_cam(model, faces, target=5)
+    per_crop, _ = grad_cam(model, faces, target=["happy"] * 5 + ["sad"] * 5)
+    assert np.allclose(per_crop[:5], happy[:5], atol=1e-5) and np.allclose(per_crop[5:], sad[5:], atol=1e-5)
+    assert not np.allclose(happy, sad)
+
+
+def test_dropout_is_off_while_explaining_and_the_mode_is_restored():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(dropout=0.3)).train()
+    images = torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)
+    first, _ = grad_cam(model, images)
+    again, _ = grad_cam(model, images)
+    assert np.allclose(first, again) and model.training
+
+
+def test_the_default_stage_is_the_deepest_with_a_6_by_6_grid():
+    assert default_layer(build_model(ModelConfig(stem="imagenet"))) == "layer2"
+    assert default_layer(build_model(ModelConfig(stem="no_maxpool"))) == "layer3"
+    assert default_layer(build_model(ModelConfig(stem="cifar"))) == "layer4"
+
+
+def test_a_map_goes_back_onto_the_photo_where_its_face_is(model):
+    photo = np.asarray(Image.open(PORTRAITS[1]).convert("RGB"))
+    [face] = detect_faces(photo)
+    on_photo = cam_on_photo(photo.shape, face, np.ones((48, 48), np.float32))
+    ys, xs = np.nonzero(on_photo > 0.5)
+    x, y, w, h = face.box
+    assert on_photo.shape == photo.shape[:2]
+    centre = np.array([xs.mean(), ys.mean()])
+    assert x < centre[0] < x + w and y < centre[1] < y + h
+    assert 0.3 * w * h < len(xs) < 3 * w * h  # about the face's size: FER-2013's tight framing
+
+
+def test_the_explainer_overlays_every_face_of_a_photo(model):
+    image = Image.open(PORTRAITS[0])
+    result = predict_image(image, model)
+    maps = Explainer(model).face_maps(image, result)
+    assert len(maps) == len(result["faces"]) and maps[0]["class"] == result["faces"][0]["label"]
+    overlay = Explainer(model, target="fear").photo_overlay(image, result)
+    assert overlay.shape == (image.height, image.width, 3) and overlay.dtype == np.uint8
+    assert overlay_crop(maps[0]["crop"], maps[0]["cam"], size=96).shape == (96, 96, 3)
+
+
+def test_predict_explain_writes_the_overlay_beside_the_annotated_copy(tmp_path, untrained_weights, capsys):
+    code = main(["predict", str(PORTRAITS[0]), "--weights", str(untrained_weights), "--engine", "torch",
+                 "--out", str(tmp_path), "--explain", "--explain-class", "sad"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{PORTRAITS[0].stem}.cam.jpg", f"{PORTRAITS[0].stem}.fer.jpg"]
+
+
+def test_explain_without_out_is_one_line_and_exit_2(untrained_weights, capsys):
+    assert main(["predict", str(PORTRAITS[0]), "--weights", str(untrained_weights), "--explain"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err

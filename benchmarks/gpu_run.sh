@@ -7,7 +7,7 @@
 #            ../shared/tools/device-bundle.sh restore-weights, then score PrivateTest on the CPU.
 #
 # Smoke-test it on the CPU first: PATH=.venv/bin:$PATH OUT=/tmp/gpu-smoke DATA=../shared/data/fer2013.zip SUBSET=256 BUDGET=20 \
-#   VAL_SUBSET=256 bash benchmarks/gpu_run.sh
+#   VAL_SUBSET=256 BATCH=32 DEVICE=cpu bash benchmarks/gpu_run.sh
 set -euo pipefail
 OUT=${OUT:?set OUT}
 DATA=${DATA:-.devdata/fer2013-trainval.zip}
@@ -23,9 +23,10 @@ mkdir -p "$OUT"
 export PYTHONPATH=.
 { nvidia-smi || echo "no nvidia-smi"; python3 -c "import torch; print('torch', torch.__version__)" || true; } > "$OUT/machine.txt" 2>&1
 for stem in imagenet no_maxpool cifar; do
-  python3 benchmarks/throughput.py train --stem "$stem" --batch-size "$BATCH" --steps 5 >> "$OUT/throughput.jsonl"
+  python3 benchmarks/throughput.py train --stem "$stem" --batch-size "$BATCH" --train-steps 5 --device "${DEVICE:-cuda}" \
+    --modes eager >> "$OUT/throughput.jsonl"
 done
-python3 -m fer train --data "$DATA" --model resnet50_dropout --stem "$STEM" --batch-size "$BATCH" --lr "$LR" \
+python3 -m fer train --data "$DATA" --arch resnet50_dropout --stem "$STEM" --batch-size "$BATCH" --lr "$LR" \
   --ema-decay "$EMA" --epochs 1000 --time-budget "$BUDGET" --out "$OUT/resnet50_dropout.safetensors" \
   --no-progress "${subset_args[@]}" 2>&1 | tee "$OUT/train.log"
 # Files come back at most 16 MiB each: split the weights; the checkpoint stays behind.

@@ -2,7 +2,7 @@
 numbers are ratios on the same hardware.
 
     python benchmarks/throughput.py [--weights PATH] [--skip-train] [--train-steps 6]
-    python benchmarks/throughput.py train --stem no_maxpool --batch-size 256 --device cuda   # training only
+    python benchmarks/throughput.py train --stem no_maxpool --batch-size 256 --device cuda --modes eager
 
 Inference (the shipped weights, one process, torch's default threads): images/s at batch 1 and 64 through
 fer.inference.predict_probs (normalization included) for each engine, a bare float32 forward of the model
@@ -128,6 +128,8 @@ def main():
     parser.add_argument("--stem", choices=STEMS, default="imagenet")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"],
+                        help="training step modes to time (compiling takes a minute or more)")
     args = parser.parse_args()
     device = pick_device(args.device)
     result = {"machine": machine_description(device), "cpu_flags": cpu_flags(), "threads": torch.get_num_threads()}
@@ -135,8 +137,8 @@ def main():
         result["inference"] = inference(args)
         result["video_640x480"] = video(args)
     if not args.skip_train:
-        result["training"] = [train_throughput(args.stem, args.batch_size, args.device, args.train_steps, compiled)
-                              for compiled in (False, True)]
+        result["training"] = [train_throughput(args.stem, args.batch_size, args.device, args.train_steps,
+                                               mode == "compiled") for mode in args.modes]
     print(json.dumps(result))
 
 

@@ -82,7 +82,7 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
     weights = Path(weights or DEFAULT_WEIGHTS)
     out = Path(out) if out else int8_onnx_path(weights)
     source = float_onnx_path(weights)
-    if not _matches(source, weights):
+    if not onnx_matches(source, weights):
         export_onnx(weights, source)
     calibration = normalize(load_split(data, "train").subset(crops, seed=0).images).numpy()
 
@@ -156,7 +156,8 @@ def check_onnx(path, weights) -> dict:
     return meta
 
 
-def _matches(path: Path, weights: Path) -> bool:
+def onnx_matches(path: Path, weights: Path) -> bool:
+    """Whether the ONNX file at path exists and was made from these weights."""
     try:
         check_onnx(path, weights)
         return True

@@ -135,25 +135,30 @@ class Gallery:
             self.upload.value = ()  # so that uploading the same file again is a change, and memory is freed
 
     def _add(self, items) -> None:
-        self._busy(f"labelling {len(items)} file{'s' * (len(items) != 1)}...")
-        try:
-            models = self.models()
-        except FerError as e:
-            self._show_error(e)
-            return
-        self._entries[:0] = [self._label(name, content, models) for name, content in items]
-        self._render()
+        """Label new (name, content) items and put them first."""
+        labelled = self._label_all(items, f"labelling {len(items)} file{'s' * (len(items) != 1)}...")
+        if labelled is not None:
+            self._entries[:0] = labelled
+            self._render()
 
     def relabel_all(self) -> None:
         """Label every photo again with the model just picked."""
-        self._busy(f"labelling {len(self._entries)} files with {self.model_picker.value}...")
+        labelled = self._label_all([(e["name"], e["content"]) for e in self._entries],
+                                   f"labelling {len(self._entries)} files with {self.model_picker.value}...")
+        if labelled is not None:
+            self._entries = labelled
+            self._render()
+
+    def _label_all(self, items, message: str) -> list[dict] | None:
+        """The entries of `items` labelled by the model picked, with a busy sign meanwhile; None (and the
+        message on screen) when the model cannot be loaded."""
+        self._busy(message)
         try:
             models = self.models()
         except FerError as e:
             self._show_error(e)
-            return
-        self._entries = [self._label(e["name"], e["content"], models) for e in self._entries]
-        self._render()
+            return None
+        return [self._label(name, content, models) for name, content in items]
 
     def redraw(self) -> None:
         """Draw the cards again (the heat maps of another class), without labelling anything again."""

@@ -65,18 +65,18 @@ class OnnxEngine:
 
 def load_engine(weights=None, engine: str = "auto", device="cpu"):
     """The engine `engine` for a weights file (default: the shipped one)."""
-    from .export import export_onnx, float_onnx_path, int8_onnx_path
+    from .export import export_onnx, float_onnx_path, int8_onnx_path, onnx_matches
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if engine not in ENGINES:
         raise WeightsError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
     if engine == "auto":
         int8 = int8_onnx_path(weights)
-        engine = "onnx-int8" if int8.is_file() and _loads(int8, weights) else "torch"
+        engine = "onnx-int8" if onnx_matches(int8, weights) else "torch"
     if engine == "torch":
         return TorchEngine(load_model(weights, device))
     if engine == "onnx":
         path = float_onnx_path(weights)
-        if not _loads(path, weights):
+        if not onnx_matches(path, weights):
             export_onnx(weights, path)
         return OnnxEngine(path, weights, "onnx")
     path = int8_onnx_path(weights)
@@ -84,15 +84,6 @@ def load_engine(weights=None, engine: str = "auto", device="cpu"):
         raise WeightsError(f"no int8 model for {quote(weights)} at {quote(path)}: make it with "
                            f"python -m fer export --int8 --weights {weights} --data <FER-2013>")
     return OnnxEngine(path, weights, "onnx-int8")
-
-
-def _loads(onnx_path: Path, weights: Path) -> bool:
-    from .export import check_onnx
-    try:
-        check_onnx(onnx_path, weights)
-        return True
-    except WeightsError:
-        return False
 
 
 def as_engine(model):

@@ -62,6 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     v.add_argument("video", nargs="?", help="any video OpenCV reads (mp4, avi, mov, webm, ...)")
     v.add_argument("--camera", type=int, default=None, metavar="N", help="camera N instead of a file (q quits)")
     add_weights_arguments(v, tta=False)
+    add_detector_arguments(v)
     v.add_argument("--out", default=None, help="write the annotated video here (mp4)")
     v.add_argument("--csv", default=None, help="write one row per frame and face here")
     v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame")
@@ -72,6 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="find faces in photos and label their expressions")
     p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
     add_weights_arguments(p)
+    add_detector_arguments(p)
     p.add_argument("--out", default=None, help="write annotated copies (NAME.fer.jpg) into this folder")
     p.add_argument("--explain", action="store_true",
                    help="also write each photo's Grad-CAM overlay (NAME.cam.jpg) into --out")
@@ -81,6 +83,25 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the ResNet stage (default: the deepest with a grid of at least 6 x 6)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+    from .detect import DetectorConfig
+    d = DetectorConfig()
+    parser.add_argument("--min-score", type=float, default=d.score_threshold,
+                        help=f"YuNet's confidence a face needs (default {d.score_threshold})")
+    parser.add_argument("--min-face", type=positive_int, default=d.min_face,
+                        help=f"smallest face side in pixels (default {d.min_face})")
+    parser.add_argument("--max-faces", type=positive_int, default=d.max_faces,
+                        help=f"most faces per photo or frame (default {d.max_faces})")
+
+
+def detector_config(args):
+    from .detect import DetectorConfig
+    from .errors import FerError
+    if not 0 < args.min_score < 1:
+        raise FerError(f"--min-score must be between 0 and 1, not {args.min_score}")
+    return DetectorConfig(score_threshold=args.min_score, min_face=args.min_face, max_faces=args.max_faces)
 
 
 def add_weights_arguments(parser: argparse.ArgumentParser, tta: bool = True) -> None:
@@ -195,7 +216,8 @@ def run_predict(args) -> int:
                               args.explain_layer)
     models = load_engines(args)
     results, failed = [], 0
-    for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out, explainer=explainer):
+    for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out,
+                                   detector=detector_config(args), explainer=explainer):
         results.append(result)
         if "error" in result:
             failed += 1
@@ -220,7 +242,8 @@ def run_video(args) -> int:
         raise DataError(f"--smoothing must be between 0 and 60 seconds, not {args.smoothing}")
     models = load_engines(args)
     result = analyze_video(args.camera if args.video is None else args.video, models, args.out, args.csv,
-                           VideoConfig(every=args.every, smoothing=args.smoothing), progress=not args.no_progress,
+                           VideoConfig(every=args.every, smoothing=args.smoothing, detector=detector_config(args)),
+                           progress=not args.no_progress,
                            show=show)
     table = result.table
     faces = {int(i): {"frames": int((table["face_id"] == i).sum()), "shares": shares.to_dict()}

@@ -109,3 +109,11 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
 def test_every_command_has_help(command, capsys):
     assert main([command, "--help"]) == 0 and "usage" in capsys.readouterr().out
+
+
+def test_detector_settings_on_the_command_line(tmp_path, untrained_weights, capsys):
+    code, out, _ = run(["predict", PORTRAITS[0], "--weights", untrained_weights, "--min-face", "1000", "--json"],
+                       capsys)
+    assert code == 0 and not json.loads(out)["results"][0]["face_found"]  # the face is smaller than asked
+    code, _, err = run(["predict", PORTRAITS[0], "--weights", untrained_weights, "--min-score", "1.5"], capsys)
+    assert code == 2 and "--min-score" in err and err.count("\n") == 1

@@ -60,8 +60,14 @@ class _YuNet(threading.local):
     def get(self, cfg: DetectorConfig):
         settings = (cfg.score_threshold, cfg.nms_threshold, cfg.max_faces)
         if self.detector is None or self.settings != settings:
-            self.detector = cv2.FaceDetectorYN.create(str(YUNET_MODEL), "", (320, 320), cfg.score_threshold,
-                                                      cfg.nms_threshold, cfg.max_faces)
+            # OpenCV 5 warns on stderr that its new graph engine ignores a compute target nobody set.
+            level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+            try:
+                self.detector = cv2.FaceDetectorYN.create(str(YUNET_MODEL), "", (320, 320), cfg.score_threshold,
+                                                          cfg.nms_threshold, cfg.max_faces)
+            finally:
+                cv2.utils.logging.setLogLevel(level)
             self.settings = settings
         return self.detector
 

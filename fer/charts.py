@@ -89,8 +89,8 @@ def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0, captio
     """Images (gray or RGB), one list per row (rows may differ in length), each `size` inches wide; a title
     per row, and optionally a caption under each image (`captions`: lists like `rows`)."""
     columns = max(1, max(len(r) for r in rows))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * size, len(rows) * (size + 0.25 + 0.2 * bool(captions))),
-                             squeeze=False)
+    row_height = size + 0.25 + 0.2 * bool(captions)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns * size, len(rows) * row_height), squeeze=False)
     for row, (images, row_title) in enumerate(zip(rows, row_titles)):
         for col in range(columns):
             ax = axes[row, col]

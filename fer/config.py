@@ -19,6 +19,8 @@ from .model import ARCHS, DEFAULT_DROPOUT, NORMS, STEMS, ModelConfig
 from .runtime import pick_device
 
 # Settings that may differ between a run and its --resume: they change when or where it runs, not what.
+# The first six are the ones a user changes on purpose (the messages name them); out, resume and force are
+# how the run is found and continued.
 RESUMABLE = ("epochs", "time_budget", "data", "device", "compile", "progress", "out", "resume", "force")
 
 POSITIVE = (lambda v: v > 0, "a number > 0")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numbers
 from dataclasses import asdict, dataclass, fields
 
-import torch
 from torch import nn
 from torchvision.models import resnet50
 

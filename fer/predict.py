@@ -100,8 +100,7 @@ def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: D
                 result["annotated"] = str(write_annotated(draw_labels(image, result), target))
                 if explainer is not None:
                     overlay = Image.fromarray(explainer.photo_overlay(image, result))
-                    result["explained"] = str(write_annotated(overlay, target.with_name(
-                        target.name.removesuffix(ANNOTATED_SUFFIX) + EXPLAINED_SUFFIX)))
+                    result["explained"] = str(write_annotated(overlay, explained_path(target)))
             except (OSError, ValueError) as e:
                 result["error"] = f"cannot write {quote(target)}: {one_line(e)}"
         yield result
@@ -117,13 +116,17 @@ def annotated_paths(paths: list[Path], out_dir) -> dict[Path, Path]:
         if path in targets:
             continue
         n, target = 1, out_dir / f"{path.stem}{ANNOTATED_SUFFIX}"
-        while target in taken or os.path.realpath(target) in inputs or \
-            os.path.realpath(target.with_name(target.name.removesuffix(ANNOTATED_SUFFIX) + EXPLAINED_SUFFIX)) in inputs:
+        while target in taken or {os.path.realpath(target), os.path.realpath(explained_path(target))} & inputs:
             n += 1
             target = out_dir / f"{path.stem}-{n}{ANNOTATED_SUFFIX}"
         taken.add(target)
         targets[path] = target
     return targets
+
+
+def explained_path(annotated: Path) -> Path:
+    """Where the heat-map overlay goes: NAME.cam.jpg beside NAME.fer.jpg."""
+    return annotated.with_name(annotated.name.removesuffix(ANNOTATED_SUFFIX) + EXPLAINED_SUFFIX)
 
 
 def write_annotated(drawn: Image.Image, target: Path) -> Path:

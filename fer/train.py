@@ -193,7 +193,8 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
         cfg.out = str(default_out(cfg.arch))
     files = paths_for(cfg.out)
     if files["weights"].is_dir():
-        raise ConfigError(f"--out {quote(cfg.out)} is a folder; give a file name such as {quote(Path(cfg.out) / 'model.safetensors')}")
+        example = quote(Path(cfg.out) / "model.safetensors")
+        raise ConfigError(f"--out {quote(cfg.out)} is a folder; give a file name such as {example}")
     if files["weights"].suffix != ".safetensors":
         raise ConfigError(f"--out {quote(cfg.out)} must end in .safetensors")
     for path in files.values():

@@ -5,7 +5,6 @@ tensor against the model's shapes and for finite values: a tampered or foreign f
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
@@ -63,14 +62,6 @@ def update_metadata(path, **values) -> None:
     metadata.update({k: json.dumps(v) for k, v in values.items()})
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_metadata(path) -> dict:

@@ -108,7 +108,7 @@ class Explainer:
     the class the prediction gave it or of one class asked for."""
 
     def __init__(self, models, target: str | None = None, layer: str | None = None):
-        self.models = [m for m in (models if isinstance(models, (list, tuple)) else [models])]
+        self.models = list(models) if isinstance(models, (list, tuple)) else [models]
         self.target, self.layer = target, layer
 
     def face_maps(self, image, result: dict) -> list[dict]:

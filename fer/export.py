@@ -26,7 +26,7 @@ from .errors import WeightsError, one_line, quote
 from .paths import DEFAULT_WEIGHTS, cache_dir
 from .preprocess import CLASSES, IMAGE_SIZE, normalize
 from .runtime import atomic_write
-from .weights import load_model, read_metadata, temperature_of
+from .weights import load_model, read_metadata
 
 ONNX_FORMAT = "fer-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
@@ -67,7 +67,7 @@ def export_onnx(weights=None, out=None) -> Path:
                                     output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
                                     external_data=False, verbose=False)
         proto = program.model_proto
-        _set_metadata(proto, weights, model, "float32")
+        _set_metadata(proto, weights, "float32")
         onnx.save(proto, str(tmp))
         _check_against_torch(tmp, model)
     return out
@@ -100,15 +100,16 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
         quantize_static(str(prepared), str(tmp), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         proto = onnx.load(str(tmp))
-        _set_metadata(proto, weights, load_model(weights), "int8", calibration=f"{len(calibration)} training crops")
+        _set_metadata(proto, weights, "int8", calibration=f"{len(calibration)} training crops")
         onnx.save(proto, str(tmp))
     return out
 
 
-def _set_metadata(proto, weights: Path, model, precision: str, **extra) -> None:
+def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
+    temperature = read_metadata(weights).get("temperature", 1.0)
     values = {"format": ONNX_FORMAT, "weights_sha256": weights_digest(weights), "weights_name": weights.name,
               "classes": json.dumps(CLASSES), "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
-              "temperature": json.dumps(temperature_of(model)), "precision": precision, **extra}
+              "temperature": json.dumps(temperature), "precision": precision, **extra}
     del proto.metadata_props[:]
     for key, value in values.items():
         entry = proto.metadata_props.add()

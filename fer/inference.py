@@ -65,20 +65,23 @@ class OnnxEngine:
 
 def load_engine(weights=None, engine: str = "auto", device="cpu"):
     """The engine `engine` for a weights file (default: the shipped one)."""
-    from .export import export_onnx, float_onnx_path, int8_onnx_path, onnx_matches
+    from .export import export_onnx, float_onnx_path, int8_onnx_path
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     if engine not in ENGINES:
         raise WeightsError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
     if engine == "auto":
-        int8 = int8_onnx_path(weights)
-        engine = "onnx-int8" if onnx_matches(int8, weights) else "torch"
+        try:
+            return OnnxEngine(int8_onnx_path(weights), weights, "onnx-int8")
+        except WeightsError:  # no int8 model made from these weights: PyTorch (which names a bad weights file)
+            engine = "torch"
     if engine == "torch":
         return TorchEngine(load_model(weights, device))
     if engine == "onnx":
         path = float_onnx_path(weights)
-        if not onnx_matches(path, weights):
-            export_onnx(weights, path)
-        return OnnxEngine(path, weights, "onnx")
+        try:
+            return OnnxEngine(path, weights, "onnx")
+        except WeightsError:  # not exported yet, or from other weights: export once, into the cache
+            return OnnxEngine(export_onnx(weights, path), weights, "onnx")
     path = int8_onnx_path(weights)
     if not path.is_file():
         raise WeightsError(f"no int8 model for {quote(weights)} at {quote(path)}: make it with "

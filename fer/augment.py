@@ -10,13 +10,28 @@ import torch
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Train-time augmentation; each part can be switched off to measure what it adds."""
+    """Train-time augmentation; each part can be switched off to measure what it adds (`python -m fer train
+    --no-flip --max-rotate-deg 0 --erase-prob 0 ...`: the train command has one option per field)."""
     flip: bool = True
     max_rotate_deg: float = 10.0
     max_scale: float = 0.1       # zoom in or out by up to 10 %
-    max_translate: float = 0.1   # shift by up to 10 % of the side
+    max_translate: float = 0.1   # shift by up to 10 % of the side (0.1 of 48 px ~ a random 44-px crop's range)
     erase_prob: float = 0.25     # random erasing (Zhong et al. 2017) of one rectangle
     erase_max_area: float = 0.25
+
+    def validate(self) -> None:
+        """ValueError naming the first field out of range."""
+        for name, value in vars(self).items():
+            if name == "flip":
+                if not isinstance(value, bool):
+                    raise ValueError(f"flip must be true or false, not {value!r}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{name} must be a number, not {value!r}")
+        for name, low, high in (("max_rotate_deg", 0, 180), ("max_scale", 0, 0.9), ("max_translate", 0, 0.5),
+                                ("erase_prob", 0, 1), ("erase_max_area", 0.02, 1)):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], not {getattr(self, name)!r}")
 
 
 def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

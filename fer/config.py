@@ -23,10 +23,14 @@ from .runtime import pick_device
 # how the run is found and continued.
 RESUMABLE = ("epochs", "time_budget", "data", "device", "compile", "progress", "out", "resume", "force")
 
+AUGMENT_PREFIX = "augment_"  # argparse destinations of the augmentation options
+
 POSITIVE = (lambda v: v > 0, "a number > 0")
 NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
+SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
+
 
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
@@ -63,7 +67,7 @@ class TrainConfig:
     val_subset: int | None = setting(None, "score N PublicTest images only each epoch (quick runs)", kind=int,
                                      check=COUNT)
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...")
-    seed: int = setting(0, "random seed (order, augmentation, dropout)")
+    seed: int = setting(0, "random seed (order, augmentation, dropout)", check=SEED)
     time_budget: float | None = setting(None, "seconds for the whole run; the schedule fits inside it",
                                         kind=float, check=POSITIVE)
     out: str | None = setting(None, "weights file (default: runs/<arch>/<arch>.safetensors; $FER_RUNS moves "
@@ -95,6 +99,10 @@ class TrainConfig:
                 pick_device(self.device)
             except ConfigError as e:
                 raise ConfigError(f"--device: {e}") from None
+        try:
+            self.augment.validate()
+        except ValueError as e:
+            raise ConfigError(f"augmentation: {e}") from None
         self.model_config()
         return self
 
@@ -161,9 +169,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(*names, dest=f.name, type=meta["kind"], choices=meta["choices"],
                                 help=help_text, default=argparse.SUPPRESS, metavar=None if meta["choices"] else
                                 f.name.upper())
+    augmentation = parser.add_argument_group("augmentation (fer.augment.AugmentConfig)")
+    for f in fields(AugmentConfig):
+        default, flag = getattr(defaults.augment, f.name), _flag(f)
+        if isinstance(default, bool):
+            augmentation.add_argument(flag, dest=AUGMENT_PREFIX + f.name, action=argparse.BooleanOptionalAction,
+                                      default=argparse.SUPPRESS, help=f"(default: {default})")
+        else:
+            augmentation.add_argument(flag, dest=AUGMENT_PREFIX + f.name, type=float, default=argparse.SUPPRESS,
+                                      metavar=f.name.upper(), help=f"(default: {default})")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
     """The TrainConfig of parsed `train` options, and the names of the settings given explicitly."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    augmentation = {f.name: getattr(args, AUGMENT_PREFIX + f.name) for f in fields(AugmentConfig)
+                    if hasattr(args, AUGMENT_PREFIX + f.name)}
+    if augmentation:  # the options given change the defaults; on --resume they must match the stored ones
+        given["augment"] = AugmentConfig(**augmentation)
     return TrainConfig(**given), set(given)

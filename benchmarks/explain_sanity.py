@@ -1,4 +1,4 @@
-"""Do the Grad-CAM maps mean something? Two checks over a split's face crops (PublicTest by default).
+"""Do the Grad-CAM maps mean something, and are they where the evidence is? Three checks over a split's face crops (PublicTest by default).
 
 1. Model randomization (Adebayo et al. 2018): the maps of the trained model against those of the same network
    with random weights. Reported: the mean Spearman rank correlation of the two maps of each face (near 0:
@@ -7,6 +7,11 @@
    the mean grey): the most salient 10 % of its own map, against the most salient 10 % of another face's map
    (a region of the same kind of shape at an unrelated place), and against 10 % scattered random pixels.
    Evidence that the map is right: its own region costs the most.
+3. Mirror (flip equivariance): the map of the mirrored face, mirrored back, against the face's own map
+   (the same class explained). A map drawn where the evidence is matches it; one drawn a few pixels off
+   matches only after a horizontal shift of twice the error. Reported: the mean Pearson correlation without
+   a shift, and the shift (pixels) that maximizes it (0 or 1 when the maps sit right: the mirrored face's
+   cells fall 1 px off the original's).
 
     python benchmarks/explain_sanity.py ../shared/data/fer2013.zip [--layers layer2 layer4] [--n 3589]
 """
@@ -49,6 +54,27 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(pd.Series(a.ravel()).rank(), pd.Series(b.ravel()).rank())[0, 1])
 
 
+def mean_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.reshape(len(a), -1) - a.reshape(len(a), -1).mean(1, keepdims=True)
+    b = b.reshape(len(b), -1) - b.reshape(len(b), -1).mean(1, keepdims=True)
+    denominator = np.sqrt((a ** 2).sum(1) * (b ** 2).sum(1))
+    return float(np.mean(np.where(denominator > 0, (a * b).sum(1) / np.maximum(denominator, 1e-12), 0.0)))
+
+
+def mirror_check(model, faces, cams: np.ndarray, predicted: np.ndarray, layer: str, max_shift: int = 8) -> dict:
+    mirrored, _ = grad_cam(model, faces.images.flip(-1), target=predicted, layer=layer)
+    back = mirrored[:, :, ::-1]
+    width = cams.shape[-1]
+    by_shift = {}
+    for shift in range(-max_shift, max_shift + 1):  # compare the overlapping columns only
+        a = cams[:, :, max(0, shift):width + min(0, shift)]
+        b = back[:, :, max(0, -shift):width + min(0, -shift)]
+        by_shift[shift] = mean_correlation(a, b)
+    best = max(by_shift, key=by_shift.get)
+    return {"mirror_correlation": round(by_shift[0], 4), "mirror_best_shift_px": best,
+            "mirror_correlation_at_best_shift": round(by_shift[best], 4)}
+
+
 def check(model, faces, layer: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     cams, probs = grad_cam(model, faces.images, layer=layer)
@@ -67,6 +93,7 @@ def check(model, faces, layer: str, seed: int) -> dict:
         "probability_drop_own_salient_10pct": round(float((before - probability_after(model, faces.images, own, predicted)).mean()), 4),
         "probability_drop_other_faces_salient_10pct": round(float((before - probability_after(model, faces.images, others, predicted)).mean()), 4),
         "probability_drop_scattered_random_10pct": round(float((before - probability_after(model, faces.images, scattered, predicted)).mean()), 4),
+        **mirror_check(model, faces, cams, predicted, layer),
     }
 
 

@@ -12,6 +12,12 @@ with the shipped imagenet stem, too coarse to tell the eyes from the mouth. Meas
 first and second class are much alike, while layer2's (6 x 6) pass it clearly and differ between classes. The
 default is therefore the deepest stage whose grid is at least 6 x 6 (`default_layer`): layer2 with the
 imagenet stem, layer3 with no_maxpool, layer4 with the cifar stem; any stage can be asked for.
+
+Where a cell lies on the face: every convolution and pooling in torchvision's ResNets is padded "same"
+(padding = (kernel - 1) / 2), so cell k of a stage with total stride s is centred on input pixel s * k (layer2
+of the imagenet stem: pixels 0, 8, ..., 40), not on the middle of a block of s pixels as
+`F.interpolate(align_corners=False)` would put it (3.5, 11.5, ...). `upsample_to_crop` puts each cell there,
+with the stride measured from the model, and holds the last cell's value beyond it.
 """
 from __future__ import annotations
 
@@ -27,20 +33,40 @@ LAYERS = ("layer4", "layer3", "layer2")
 MIN_GRID = 6
 
 
-def stage_grids(model: torch.nn.Module) -> dict[str, int]:
-    """The side of each stage's output grid for a 48-px face."""
+def stage_grids(model: torch.nn.Module, size: int = IMAGE_SIZE) -> dict[str, int]:
+    """The side of each stage's output grid for a face of `size` pixels (48: the model's own)."""
     sizes = {}
     hooks = [getattr(model, name).register_forward_hook(
         lambda module, inputs, output, name=name: sizes.update({name: output.shape[-1]})) for name in LAYERS]
     was_training = model.training
     try:
         with torch.inference_mode():
-            model.eval()(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=next(model.parameters()).device))
+            model.eval()(torch.zeros(1, 1, size, size, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
     return sizes
+
+
+# A multiple of every stage's stride (at most 32 in torchvision's classification models): the grid of a
+# same-padded stage is then exactly STRIDE_PROBE / stride.
+STRIDE_PROBE = 64
+
+
+def stage_strides(model: torch.nn.Module) -> dict[str, int]:
+    """Each stage's total stride in input pixels, measured: from the side of its grid on a 64-px input."""
+    return {name: STRIDE_PROBE // grid for name, grid in stage_grids(model, STRIDE_PROBE).items()}
+
+
+def upsample_to_crop(cams: torch.Tensor, stride: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """N x 1 x n x n cell values -> N x size x size, cell k centred on pixel stride * k (see the module's
+    docstring), bilinear between cells, the last cell's value held beyond it."""
+    n = cams.shape[-1]
+    span = min(stride * (n - 1) + 1, size)  # pixels from the first cell's centre to the last one's
+    cams = F.interpolate(cams, size=(span, span), mode="bilinear", align_corners=True) if n > 1 \
+        else cams.expand(-1, -1, span, span)
+    return F.pad(cams, (0, size - span, 0, size - span), mode="replicate")[:, 0]
 
 
 def default_layer(model: torch.nn.Module) -> str:
@@ -63,7 +89,7 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    stage = getattr(model, layer)
+    stage, stride = getattr(model, layer), stage_strides(model)[layer]
     maps, probs = [], []
     try:
         for start in range(0, len(images_u8), batch_size):
@@ -81,7 +107,7 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
                 handle.remove()
             weights = gradients.mean(dim=(2, 3), keepdim=True)
             cam = F.relu((weights * captured["a"]).sum(1, keepdim=True)).detach()
-            cam = F.interpolate(cam, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)[:, 0]
+            cam = upsample_to_crop(cam, stride)
             peak = cam.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
             maps.append((cam / peak).cpu().numpy())
             probs.append(F.softmax(logits.detach().float(), 1).cpu().numpy())

@@ -89,3 +89,48 @@ def test_explain_without_out_is_one_line_and_exit_2(untrained_weights, capsys):
     assert main(["predict", str(PORTRAITS[0]), "--weights", str(untrained_weights), "--explain"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--out" in err
+
+
+def evidence_only_where_bright(stem: str) -> torch.nn.Module:
+    """A ResNet50 that is a positive blur: every convolution and the classifier averages with equal positive
+    weights and BatchNorm is the identity, so every stage's activation peaks where the input is bright and
+    the evidence for any class lies there and nowhere else."""
+    model = build_model(ModelConfig(arch="resnet50", stem=stem)).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.fill_(1.0 / module.weight[0].numel())
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.fill_(1.0), module.bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("stem,layer", [("imagenet", "layer2"), ("imagenet", "layer3"), ("no_maxpool", "layer3"),
+                                        ("cifar", "layer4")])
+@pytest.mark.parametrize("row,col", [(16, 24), (24, 8), (33, 30)])
+def test_the_map_peaks_on_the_pixels_that_hold_the_evidence(stem, layer, row, col):
+    # Dark face (normalized below 0: nothing passes the first ReLU) with one bright 3 x 3 spot.
+    image = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    image[0, row - 1:row + 2, col - 1:col + 2] = 255
+    cam, _ = grad_cam(evidence_only_where_bright(stem), image, target="happy", layer=layer)
+    peak = np.argwhere(cam[0] >= cam[0].max() - 1e-6).mean(0)
+    # Within a third of a cell of the spot (the cells of layer3 are 16 px apart with the imagenet stem):
+    # interpolating cells as if centred on blocks put the peak 3.5 px right of and below it at layer2.
+    stride = {"layer2": 8, "layer3": 16, "layer4": 32}[layer] // (2 if stem == "no_maxpool" else 8 if stem == "cifar"
+                                                                   else 1)
+    assert np.abs(peak - (row, col)).max() <= max(1.5, stride / 3), (peak, (row, col))
+
+
+def test_a_mirrored_spot_gives_the_mirrored_map():
+    model = evidence_only_where_bright("imagenet")
+    image = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    image[0, 15:18, 7:10] = 255
+    cam, _ = grad_cam(model, image, target="sad")
+    mirrored, _ = grad_cam(model, image.flip(-1), target="sad")
+    # The mirrored face's cells sit on other pixels (0, 8, ... counted from its own left), so the two maps
+    # agree closely, not exactly; the block-centred interpolation shifted them 7 px apart.
+    peak, mirrored_peak = (np.unravel_index(c.argmax(), c.shape) for c in (cam[0], mirrored[0]))
+    assert abs(peak[1] - (47 - mirrored_peak[1])) <= 2 and peak[0] == mirrored_peak[0]
+    assert np.corrcoef(cam[0].ravel(), mirrored[0][:, ::-1].ravel())[0, 1] > 0.9

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .paths import charts_dir
 from .preprocess import CLASSES
+from .runtime import atomic_write
 
 # History CSVs written before the PublicTest columns had their name.
 OLD_HISTORY_COLUMNS = {"val_loss": "public_loss", "val_acc": "public_acc"}
@@ -47,6 +48,26 @@ def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "
     ax_acc.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_hours(histories: dict[str, str | Path | pd.DataFrame], title: str = "",
+                           reference: dict[str, float] | None = None) -> plt.Figure:
+    """PublicTest accuracy against the hours of training (evaluation included) that bought it, one line per
+    run: what a machine buys on FER-2013. `reference`: horizontal lines, e.g. another model's accuracy."""
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for i, (name, history) in enumerate(histories.items()):
+        df = history if isinstance(history, pd.DataFrame) else read_history(history)
+        best = df["public_acc"].idxmax()
+        ax.plot(df["seconds"] / 3600, df["public_acc"], "-", color=f"C{i}", marker="o" if len(df) <= 40 else None,
+                ms=3, label=f"{name} (best {df['public_acc'][best]:.1%} after {df['seconds'][best] / 3600:.2f} h)")
+        ax.plot(df["seconds"][best] / 3600, df["public_acc"][best], "*", color=f"C{i}", ms=12)
+    for j, (name, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, color="0.4", ls=(0, (4, 2 + 2 * j)), lw=1, label=f"{name} ({value:.1%})")
+    ax.set(xlabel="hours of training, evaluation included", ylabel="PublicTest accuracy", title=title or None)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -112,8 +133,10 @@ def save(fig: plt.Figure, name, folder=None) -> Path:
     path = Path(name)
     if folder is not None or not path.is_absolute() and len(path.parts) == 1:
         path = Path(folder or charts_dir()) / path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"a chart is written as PNG: {path.name} must end in .png")
+    with atomic_write(path) as tmp:  # a link at path is replaced, never written through
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     return path
 
 
@@ -131,13 +154,36 @@ def plot_reliability(curves: dict[str, list[dict]], title: str = "") -> plt.Figu
     return fig
 
 
+def timeline_segments(times: np.ndarray, step: float) -> list[slice]:
+    """Runs of a face's sorted times with no gap longer than 1.5 analysed-frame steps between neighbours."""
+    breaks = np.flatnonzero(np.diff(times) > 1.5 * step) + 1
+    edges = [0, *breaks.tolist(), len(times)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
 def plot_timeline(table: pd.DataFrame, face_id: int, smoothed: bool = True, title: str = "") -> plt.Figure:
-    """One face's emotions over a video: its (smoothed) probabilities stacked over time, one colour a class."""
+    """One face's emotions over a video: its (smoothed) probabilities stacked over time, one colour a class.
+    Where the face was not seen (a gap longer than 1.5 analysed frames) the chart is blank and shaded: a gap
+    is shown as a gap, never bridged by a straight line."""
     rows = table[table["face_id"] == face_id].sort_values("time_s")
     prefix = "smooth_" if smoothed else "raw_"
+    all_times = np.unique(table["time_s"].to_numpy())
+    step = float(np.median(np.diff(all_times))) if len(all_times) > 1 else 1.0
+    times = rows["time_s"].to_numpy()
     fig, ax = plt.subplots(figsize=(10, 2.8))
-    ax.stackplot(rows["time_s"], *[rows[prefix + c] for c in CLASSES], labels=CLASSES,
-                 colors=[f"C{i}" for i in range(len(CLASSES))], step="post" if len(rows) < 3 else None)
+    colors = [f"C{i}" for i in range(len(CLASSES))]
+    segments = timeline_segments(times, step)
+    for n, part in enumerate(segments):
+        seg = rows.iloc[part]
+        seg_times = seg["time_s"].to_numpy()
+        if len(seg) == 1:  # one analysed frame: a bar one step wide
+            seg_times = np.array([seg_times[0], seg_times[0] + step])
+            seg = pd.concat([seg, seg])
+        ax.stackplot(seg_times, *[seg[prefix + c] for c in CLASSES], colors=colors,
+                     labels=CLASSES if n == 0 else (), step="post" if len(seg) < 3 else None)
+    for before, after in zip(segments[:-1], segments[1:]):
+        ax.axvspan(times[before.stop - 1], times[after.start], color="0.85", hatch="//", lw=0,
+                   label="not seen" if before is segments[0] else None)
     ax.set(xlabel="time (s)", ylabel="probability", ylim=(0, 1),
            xlim=(table["time_s"].min(), max(table["time_s"].max(), table["time_s"].min() + 1e-3)),
            title=title or f"face {face_id}: {'smoothed' if smoothed else 'raw'} probabilities")

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import FerError, one_line
@@ -19,6 +22,20 @@ def positive_int(text: str) -> int:
 
 
 class Parser(argparse.ArgumentParser):
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, with "did you mean" for an unknown option close to one of the command's own."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next(a for a in self._actions if isinstance(a, argparse._SubParsersAction)).choices
+            known = [o for a in commands[parsed.command]._actions for o in a.option_strings]
+            words = []
+            for extra in extras:
+                close = difflib.get_close_matches(extra.split("=")[0], known, n=1, cutoff=0.6) \
+                    if extra.startswith("--") else []
+                words.append(f"{extra} (did you mean {close[0]}?)" if close else extra)
+            self.error(f"unrecognized arguments: {' '.join(words)}")
+        return parsed
+
     def error(self, message):  # one line, like every other bad input (argparse adds the usage)
         command = self.prog.removeprefix("python -m fer").strip()
         print(f"fer: {command + ': ' if command else ''}{one_line(message)} (see --help)", file=sys.stderr)
@@ -66,6 +83,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default=None, help="write the annotated video here (mp4)")
     v.add_argument("--csv", default=None, help="write one row per frame and face here")
     v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame")
+    v.add_argument("--max-rate", type=float, default=None, metavar="FPS",
+                   help="analyse at most FPS frames per second of video, by time (the gallery uses 10)")
     v.add_argument("--smoothing", type=float, default=0.5, help="seconds: time constant of the labels' average")
     v.add_argument("--json", action="store_true", help="print a summary as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -118,20 +137,26 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not valid UTF-8 must still print
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet, read when OpenCV is first imported
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
         args = get_args_parser().parse_args(argv)
     except SystemExit as e:  # --help (0), or a usage error already printed in one line (2)
         return e.code
-    try:
-        commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate, "predict": run_predict,
-                    "export": run_export, "video": run_video}
-        return commands[args.command](args)
-    except (FerError, OSError) as e:
-        print(f"fer: {one_line(e)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("fer: interrupted", file=sys.stderr)
-        return 130
+    # The promise is one line on stderr: libraries' warnings about inputs that are handled anyway (Pillow's
+    # "Corrupt EXIF data", numpy on a float TIFF's infinities, torch on a legacy checkpoint) are not shown.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate,
+                        "predict": run_predict, "export": run_export, "video": run_video}
+            return commands[args.command](args)
+        except (FerError, OSError) as e:
+            print(f"fer: {one_line(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("fer: interrupted", file=sys.stderr)
+            return 130
 
 
 def run_train(args) -> int:
@@ -176,15 +201,31 @@ def run_evaluate(args) -> int:
     return 0
 
 
+MIN_CALIBRATION_FACES = 100  # a temperature fitted on fewer is noise (PublicTest has 3,589)
+
+
 def run_calibrate(args) -> int:
     from .calibrate import expected_calibration_error, fit_temperature, log_probs_of, write_temperature
     from .datasets import load_split
     from .paths import DEFAULT_WEIGHTS
     from .weights import load_model
+    from .errors import DataError
+    from .runtime import check_outputs
+    from .weights import TEMPERATURE_RANGE
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    if args.chart is not None and Path(args.chart).suffix.lower() != ".png":
+        raise DataError(f"--chart {args.chart!r} must end in .png")
+    check_outputs({"--chart": args.chart}, [path, args.data])
     model = load_model(path)
     public = load_split(args.data, "public")
+    if len(public) < MIN_CALIBRATION_FACES:
+        raise DataError(f"{len(public)} PublicTest faces are too few to fit a temperature on (at least "
+                        f"{MIN_CALIBRATION_FACES}); {path} is unchanged")
     temperature = fit_temperature(log_probs_of(model, public.images), public.labels)
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:  # never write a file that every command would then refuse
+        raise DataError(f"the temperature fitted on {len(public)} PublicTest faces is {temperature:.4g}, outside "
+                        f"[{low}, {high}]: the model's confidence cannot be trusted on them; {path} is unchanged")
     result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": "public"}
     if args.report:
         faces = load_split(args.data, args.report)
@@ -238,11 +279,14 @@ def run_video(args) -> int:
     if args.camera is not None and not show and args.out is None and args.csv is None:
         raise DataError("cannot show the camera: this OpenCV has no windows (opencv-python-headless) or there is "
                         "no display; record the stream with --out or --csv")
+    if args.max_rate is not None and not 0 < args.max_rate <= 1000:
+        raise DataError(f"--max-rate must be between 0 and 1000 frames per second, not {args.max_rate}")
     if not 0 <= args.smoothing <= 60:
         raise DataError(f"--smoothing must be between 0 and 60 seconds, not {args.smoothing}")
     models = load_engines(args)
     result = analyze_video(args.camera if args.video is None else args.video, models, args.out, args.csv,
-                           VideoConfig(every=args.every, smoothing=args.smoothing, detector=detector_config(args)),
+                           VideoConfig(every=args.every, smoothing=args.smoothing, max_rate=args.max_rate,
+                                       detector=detector_config(args)),
                            progress=not args.no_progress,
                            show=show)
     table = result.table
@@ -265,4 +309,6 @@ def run_video(args) -> int:
         print(f"  face {face_id}: {face['frames']} frames; " + ", ".join(f"{k} {v:.0%}" for k, v in top if v))
     for kind, path in result.outputs.items():
         print(f"  {kind} -> {path}")
+    if not result.outputs:
+        print("  nothing written: --out keeps the annotated video, --csv the table of every frame and face")
     return 0

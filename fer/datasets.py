@@ -30,8 +30,8 @@ SPLITS = ("train", "public", "private", "test", "all")
 # this is refused before it fills the memory (a 294 KB zip bomb can inflate to gigabytes).
 MAX_MEMBER_BYTES = 20_000_000
 CACHE_VERSION = "3"  # bump when decoding or preprocessing changes, so old caches are not reused
-NO_DATA_HINT = ("pass the data (--data, or a notebook's data_dir), set FER_DATA, or put FER-2013 in dataset_1/ "
-                "(see dataset_1/README.md)")
+NO_DATA_HINT = ("give the data's path (train's --data, the DATA argument of evaluate and calibrate, a notebook's "
+                "data_dir), set FER_DATA, or put FER-2013 in dataset_1/ (see dataset_1/README.md)")
 
 
 @dataclass

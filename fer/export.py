@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import tempfile
 import warnings
@@ -25,7 +26,7 @@ from .datasets import load_split
 from .errors import WeightsError, one_line, quote
 from .paths import DEFAULT_WEIGHTS, cache_dir
 from .preprocess import CLASSES, IMAGE_SIZE, normalize
-from .runtime import atomic_write
+from .runtime import atomic_write, check_outputs
 from .weights import load_model, read_metadata
 
 ONNX_FORMAT = "fer-onnx/1"
@@ -35,8 +36,12 @@ CALIBRATION_CROPS = 512
 
 def weights_digest(path) -> str:
     """sha256 of a safetensors file's tensor data (its header, which holds the metadata, left out)."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
-        header_size = struct.unpack("<Q", f.read(8))[0]
+        head = f.read(8)
+        header_size = struct.unpack("<Q", head)[0] if len(head) == 8 else size
+        if 8 + header_size > size:
+            raise WeightsError(f"{quote(path)} is not a safetensors weights file (truncated: {size} bytes)")
         f.seek(8 + header_size)
         digest = hashlib.sha256()
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -59,6 +64,7 @@ def export_onnx(weights=None, out=None) -> Path:
     import onnx
     weights = Path(weights or DEFAULT_WEIGHTS)
     out = Path(out) if out else float_onnx_path(weights)
+    check_outputs({"--out": out}, [weights])
     model = load_model(weights)
     example = torch.randn(2, 1, IMAGE_SIZE, IMAGE_SIZE)
     with warnings.catch_warnings(), atomic_write(out) as tmp:
@@ -81,6 +87,7 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
 
     weights = Path(weights or DEFAULT_WEIGHTS)
     out = Path(out) if out else int8_onnx_path(weights)
+    check_outputs({"--out": out}, [weights, data])
     source = float_onnx_path(weights)
     if not onnx_matches(source, weights):
         export_onnx(weights, source)
@@ -142,7 +149,20 @@ def onnx_metadata(path) -> dict:
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("format") != ONNX_FORMAT:
         raise WeightsError(f"{quote(path)} is an ONNX model but not one of fer's (no '{ONNX_FORMAT}' metadata)")
+    _check_graph(proto, path)
     return meta
+
+
+def _check_graph(proto, path: Path) -> None:
+    """The graph takes N x 1 x 48 x 48 faces and gives N x 7 logits, whatever its metadata says: a file
+    carrying another graph under fer's metadata is refused here, not when a photo reaches it."""
+    def dims(value):
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+    if [i.name for i in inputs] != [INPUT_NAME] or dims(inputs[0])[1:] != [1, IMAGE_SIZE, IMAGE_SIZE] or \
+            len(proto.graph.output) != 1 or dims(proto.graph.output[0])[1:] != [len(CLASSES)]:
+        raise WeightsError(f"{quote(path)} carries fer's metadata but its graph does not map N x 1 x {IMAGE_SIZE} "
+                           f"x {IMAGE_SIZE} faces to N x {len(CLASSES)} scores")
 
 
 def check_onnx(path, weights) -> dict:

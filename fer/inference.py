@@ -128,6 +128,9 @@ def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size
             for member in members:
                 t = member.temperature if temperature is None else temperature
                 probs = probs + F.softmax(member.logits(view.contiguous()) / t, dim=1)
+        if not torch.isfinite(probs).all():  # finite but absurd weights (a negative variance, huge logits)
+            raise WeightsError(f"the model gave non-finite scores (NaN or infinity) for "
+                               f"{'this face' if len(images_u8) == 1 else 'these faces'}: its weights are broken")
         out.append(probs / (len(views) * len(members)))
     if not out:
         return torch.empty(0, len(CLASSES))

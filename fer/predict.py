@@ -38,7 +38,7 @@ def predict_image(image: Image.Image, models, tta: bool = False, temperature: fl
     gray = to_gray(image)
     crops = torch.from_numpy(np.stack([crop_face(gray, face, align) for face in faces]))
     probs = predict_probs(models, crops, tta=tta, temperature=temperature)
-    return {"face_found": face_found, "faces": [
+    return {"face_found": face_found, **({} if face_found else {"note": NO_FACE_NOTE}), "faces": [
         {"box": list(face.box), "score": face.score, "landmarks": face.landmarks,
          "label": CLASSES[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(CLASSES, p)}}
         for face, p in zip(faces, probs)]}
@@ -89,7 +89,7 @@ def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: D
             image = open_image(path)
             result = {"path": str(path), **predict_image(image, models, tta=tta, detector=detector)}
         except FerError as e:
-            yield {"path": str(path), "error": str(e)}
+            yield {"path": str(path), "error": str(e) if quote(path) in str(e) else f"{quote(path)}: {e}"}
             continue
         except Exception as e:  # noqa: BLE001 - one photo that breaks the pipeline must not end the batch
             yield {"path": str(path), "error": f"cannot process {quote(path)}: {type(e).__name__}: {one_line(e)}"}
@@ -129,11 +129,18 @@ def explained_path(annotated: Path) -> Path:
     return annotated.with_name(annotated.name.removesuffix(ANNOTATED_SUFFIX) + EXPLAINED_SUFFIX)
 
 
+JPEG_MAX_SIDE = 65_500  # libjpeg cannot write a wider or taller picture
+
+
 def write_annotated(drawn: Image.Image, target: Path) -> Path:
-    """A drawn copy as a JPEG, written atomically (a symlink at target is replaced, not followed)."""
+    """A drawn copy as a JPEG, written atomically (a symlink at target is replaced, not followed); a picture
+    with a side over JPEG's limit is scaled down to fit."""
     target = Path(target)
     if target.exists() and not target.is_file() and not target.is_symlink():
         raise DataError(f"{quote(target)} exists and is not a file")
+    if max(drawn.size) > JPEG_MAX_SIDE:
+        ratio = JPEG_MAX_SIDE / max(drawn.size)
+        drawn = drawn.resize(tuple(max(1, round(side * ratio)) for side in drawn.size), Image.Resampling.BOX)
     with atomic_write(target) as tmp:
         drawn.save(tmp, format="JPEG", quality=92)
     return target
@@ -144,7 +151,10 @@ def draw_labels(image: Image.Image, result: dict) -> Image.Image:
     canvas = np.array(to_viewable(image).convert("RGB"))  # a copy: the photo itself is never drawn on
     color = BOX_COLOR if result["face_found"] else NO_FACE_COLOR
     for face in result["faces"]:
-        draw_face(canvas, face["box"], f"{face['label']} {face['probs'][face['label']]:.0%}", color)
+        label = f"{face['label']} {face['probs'][face['label']]:.0%}"
+        # Without a face the label is a guess about the whole picture, and the picture says so.
+        draw_face(canvas, face["box"], label if result["face_found"] else f"NO FACE FOUND - whole photo: {label}",
+                  color)
     return Image.fromarray(canvas)
 
 
@@ -154,10 +164,16 @@ def draw_face(canvas: np.ndarray, box, text: str, color=BOX_COLOR) -> tuple[int,
     line height (where a caller may draw more under it)."""
     height, width = canvas.shape[:2]
     x, y, w, h = (int(v) for v in box)
-    # Readable on a phone photo and a thumbnail alike: from the face's width and the photo's size.
-    font_scale = max(0.35, min(w / 220, 4.0), max(width, height) / 1600)
+    # Readable on a phone photo and a thumbnail alike: from the face's width and the photo's size, and never
+    # taller than the picture's short side allows (a 5,000,000 x 1 photo would otherwise ask OpenCV for a
+    # font thousands of pixels high, and crash it).
+    font_scale = min(max(0.35, min(w / 220, 4.0), max(width, height) / 1600), 4.0, max(0.35, min(width, height) / 40))
     thickness = max(1, round(font_scale * 1.6))
     (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+    if tw + 4 > width and font_scale > 0.3:  # a long label on a narrow picture: smaller, to be read whole
+        font_scale = max(0.3, font_scale * (width - 4) / (tw + 4))
+        thickness = max(1, round(font_scale * 1.6))
+        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
     label_h = th + baseline + 4
     cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), color, max(1, thickness // 2 + 1))
     top = y - label_h if y - label_h >= 0 else y

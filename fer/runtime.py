@@ -184,3 +184,38 @@ def atomic_write(path: str | os.PathLike):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs=()) -> None:
+    """Before anything is read or written: refuse (DataError, one line naming the option) an output that is a
+    folder, that is one of the inputs, or that another output also names (the same real path, links
+    followed), so that no command ever writes over what it reads or loses one of its own results."""
+    from .errors import DataError, quote
+    seen = {os.path.realpath(p): f"the input {quote(p)}" for p in inputs if p is not None}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise DataError(f"{option} {quote(path)} is a folder; give a file name")
+        real = os.path.realpath(path)
+        if real in seen:
+            raise DataError(f"{option} {quote(path)} is {seen[real]}: choose another name")
+        seen[real] = f"the {option} output too"
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for the block: FFmpeg and OpenCV print there directly ("moov
+    atom not found", "can't open camera by index"), around Python's sys.stderr; the one-line error that
+    follows says what went wrong."""
+    import sys
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

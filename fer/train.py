@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,8 +128,10 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if cfg.progress and i % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
+        if i % 20 == 0 or i == steps_per_epoch - 1:  # a sync every 20 steps: cheap, and no epoch is wasted
+            check_finite(loss, state, lr)
+            if cfg.progress:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
     seconds = dist.max(time.perf_counter() - start, device)
     state["seconds"] += seconds
     totals = dist.sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), device=device)]))
@@ -138,6 +141,14 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
             "images_per_second": seen / seconds if seconds > 0 else 0.0, "finished": seen == 0 or
             (cfg.time_budget is not None and state["seconds"] >= cfg.time_budget) or
             state["step"] >= total_steps}
+
+
+def check_finite(loss: torch.Tensor, state: dict, lr: float) -> None:
+    """A diverged run stops at once, with one line; what earlier epochs wrote stays, nothing new is written."""
+    if not torch.isfinite(loss):
+        raise FerError(f"training diverged: the loss is {loss.item()} at step {state['step']} (epoch "
+                       f"{state['epoch'] + 1}, lr {lr:.3g}); lower --lr. No weights or checkpoint of this epoch "
+                       f"were written")
 
 
 def save_checkpoint(path: Path, model, optimizer, state: dict, cfg: TrainConfig, generator, ema=None) -> None:
@@ -166,11 +177,37 @@ def load_checkpoint(path: Path) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise WeightsError(f"cannot resume from {quote(path)}: its '{name}' is "
                                f"{type(value).__name__ if name in checkpoint else 'missing'}, not {kind.__name__}")
-    if not all(isinstance(r, dict) for r in checkpoint["history"]) or \
+    if not all(isinstance(r, dict) and all(_is_number(r.get(k)) for k in HISTORY_FIELDS)
+               for r in checkpoint["history"]) or \
             not isinstance(checkpoint["rng"].get("torch"), torch.Tensor) or \
             not isinstance(checkpoint["rng"].get("generator"), torch.Tensor):
         raise WeightsError(f"cannot resume from {quote(path)}: its history or random state is malformed")
     return checkpoint
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """The loaded optimizer's settings are numbers and its state fits its parameters: what load_state_dict
+    does not check, and what would otherwise fail mid-training."""
+    def bad(what):
+        return WeightsError(f"cannot resume from {quote(path)}: its optimizer's {what} is malformed")
+    for group in optimizer.param_groups:
+        for key in ("lr", "weight_decay", "eps", "momentum"):
+            if key in group and not _is_number(group[key]):
+                raise bad(key)
+        if "betas" in group and not (isinstance(group["betas"], (tuple, list)) and len(group["betas"]) == 2
+                                     and all(_is_number(b) and 0 <= b < 1 for b in group["betas"])):
+            raise bad("betas")
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if name == "step":
+                    if not (_is_number(value) or isinstance(value, torch.Tensor) and value.numel() == 1):
+                        raise bad("step")
+                elif not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                    raise bad(f"state '{name}'")
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -207,7 +244,12 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
             except FerError:
                 what = "a file that is not fer weights"
             raise ConfigError(f"{quote(cfg.out)} already holds {what}: choose another --out, --resume its run, "
-                              f"or --force to replace it")
+                              f"or --force (notebook 02: force = True) to replace it")
+        # A run killed before its first best epoch leaves a history and a checkpoint but no weights.
+        earlier = [files[k] for k in ("history", "checkpoint") if files[k].exists()]
+        if earlier and not cfg.force:
+            raise ConfigError(f"{quote(earlier[0])} belongs to an earlier run of --out {quote(cfg.out)}: --resume "
+                              f"it, choose another --out, or --force (notebook 02: force = True) to start over")
         return cfg, None
     if not files["checkpoint"].exists():
         raise ConfigError(f"nothing to resume: no checkpoint at {quote(files['checkpoint'])}")
@@ -227,11 +269,27 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
     return resumed.validate(), checkpoint
 
 
+def check_writable(files: dict[str, Path]) -> None:
+    """Every file a run writes can be written: found out before the first epoch, not after it."""
+    for kind, path in files.items():
+        if path.is_dir():
+            raise ConfigError(f"the run's {kind} file {quote(path)} is a folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as e:
+            raise ConfigError(f"cannot write the run's {kind} into {quote(path.parent)}: "
+                              f"{e.strerror or one_line(e)}") from None
+
+
 def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     """Train, keeping the best-on-PublicTest weights; returns the final state (history, best_acc, ...)."""
     cfg, checkpoint = prepare_run(cfg, explicit)
     dist, device = init_distributed(cfg.device, cfg.batch_size)
     files = paths_for(cfg.out)
+    if dist.rank == 0:
+        check_writable(files)
     model_cfg = cfg.model_config()
     seed_everything(cfg.seed + dist.rank)  # dropout masks differ between ranks, as between samples
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shared: same order and augmentation
@@ -261,6 +319,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise WeightsError(f"cannot resume from {quote(files['checkpoint'])}: it does not fit this run "
                                f"({one_line(e)[:200]})") from None
+        check_optimizer_state(optimizer, files["checkpoint"])
         state = {k: checkpoint[k] for k in ("epoch", "step", "seconds", "best_acc", "history")}
         if device.type == "cuda" and checkpoint["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
@@ -283,6 +342,9 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
                                 dist)
         if stats["images"] == 0:  # the budget ran out at an epoch boundary: nothing new to evaluate
             break
+        if not math.isfinite(stats["train_loss"]) or not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise FerError(f"training diverged in epoch {state['epoch'] + 1} (lr {stats['lr']:.3g}): the weights "
+                           f"are no longer finite; lower --lr. Nothing of this epoch was written")
         state["epoch"] += 1
         if dist.rank != 0:  # rank 0 evaluates and writes; the others wait for its clock and go on
             state["seconds"] = dist.from_rank0(None)
@@ -290,7 +352,11 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
                 break
             continue
         shipped = ema.module if ema is not None else model  # what is evaluated is what is saved
-        val = evaluate(shipped, val_set)
+        try:
+            val = evaluate(shipped, val_set)
+        except WeightsError:  # finite weights so large that the outputs are not: diverged all the same
+            raise FerError(f"training diverged in epoch {state['epoch']} (lr {stats['lr']:.3g}): the model's "
+                           f"outputs are no longer finite; lower --lr. Nothing of this epoch was written") from None
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
         row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
                "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),

@@ -29,7 +29,7 @@ from .errors import DataError, quote
 from .inference import predict_probs
 from .predict import BOX_COLOR, draw_face
 from .preprocess import CLASSES
-from .runtime import remove_stale_temp_files, temp_name
+from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
 
 CSV_FIELDS = (["time_s", "frame", "face_id", "x", "y", "w", "h", "score"] + [f"raw_{c}" for c in CLASSES]
               + [f"smooth_{c}" for c in CLASSES] + ["label", "raw_label"])
@@ -38,6 +38,9 @@ CSV_FIELDS = (["time_s", "frame", "face_id", "x", "y", "w", "h", "score"] + [f"r
 @dataclass(frozen=True)
 class VideoConfig:
     every: int = 1                 # analyse every Nth frame (the others are drawn with the last labels)
+    # At most this many analysed frames per second of video, by the frames' times (None: no cap). Sampling
+    # by time, not by frame count, keeps a low-frame-rate clip's gaps as short as they are in the clip.
+    max_rate: float | None = None
     smoothing: float = 0.5         # seconds: the time constant of each face's moving average
     max_missing: float = 1.0       # seconds a lost face keeps its id
     min_iou: float = 0.2           # box overlap that counts as the same face without asking its motion
@@ -68,6 +71,7 @@ class FaceTracker:
         self.cfg = cfg
         self.tracks: list[Track] = []
         self.next_id = 1
+        self.thumbnails: dict[int, tuple[float, np.ndarray]] = {}  # face id: (detector score, RGB picture)
 
     def update(self, boxes, t: float) -> list[Track]:
         """The tracks of `boxes` (seen at time t), in the same order."""
@@ -119,16 +123,35 @@ def smooth(track: Track, probs: np.ndarray, dt: float, time_constant: float) -> 
     return track.smooth
 
 
+MAX_CAMERA = 63  # /dev/video0 ... /dev/video63
+PLAYLIST_STARTS = (b"ffconcat", b"#EXTM3U", b"file ", b"[playlist]", b"<?xml", b"#")
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether the first bytes of a file are UTF-8 text (a character cut at the end allowed)."""
+    text = head.decode("utf-8", "ignore")
+    return len(text.encode()) >= len(head) - 3 and all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
 def open_video(source) -> tuple[cv2.VideoCapture, float, int]:
     """A capture, its frame rate and its frame count (0 when unknown, as for a camera)."""
     is_camera = isinstance(source, int)
+    if is_camera and not 0 <= source <= MAX_CAMERA:  # OpenCV crashes on -1 and overflows on huge numbers
+        raise DataError(f"--camera must be a camera number from 0 to {MAX_CAMERA}, not {source}")
     if not is_camera:
         path = Path(source)
         if not path.is_file():
             raise DataError(f"cannot read {quote(path)}: no such file")
         if path.stat().st_size == 0:
             raise DataError(f"cannot read {quote(path)}: empty file")
-    capture = cv2.VideoCapture(source if is_camera else str(source))
+        with path.open("rb") as f:
+            head = f.read(1024)
+        # FFmpeg also reads lists and playlists (concat lists, m3u8), which open other files: a video file
+        # is binary, so a file that starts as text is refused before FFmpeg sees it.
+        if head.lstrip().startswith(PLAYLIST_STARTS) or _is_text(head):
+            raise DataError(f"cannot read {quote(path)}: a text file (a playlist or a list of files), not a video")
+    with native_stderr_silenced():
+        capture = cv2.VideoCapture(source if is_camera else str(source))
     if not capture.isOpened():
         capture.release()
         raise DataError(f"no camera {source} could be opened" if is_camera else
@@ -138,20 +161,57 @@ def open_video(source) -> tuple[cv2.VideoCapture, float, int]:
     return capture, fps, max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
 
 
-def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray) -> None:
-    """Box, "id: label p%" and a small bar per class (in CLASSES order) under the box, on a BGR frame."""
-    top = int(np.argmax(probs))
-    _, _, line = draw_face(frame_bgr, box, f"{face_id}: {CLASSES[top]} {probs[top]:.0%}", BOX_COLOR[::-1])
+THUMBNAIL_SIZE = 96
+PANEL_MIN_ROW = 11  # pixels per class row: a name in letters about 8 px high, readable at 640 x 480
+
+
+def panel_layout(frame_shape, box, line: int) -> dict:
+    """Where the per-class panel of a face goes and how big: one row per class (name, bar, percentage),
+    rows scaled with the label above the box (`line`, its height) and never under PANEL_MIN_ROW pixels;
+    under the box where there is room, else right of it, else left of it, else over the box's lower part."""
+    height, width = frame_shape[:2]
     x, y, w, h = (int(v) for v in box)
-    bar_h = max(2, line // 5)
-    height = len(probs) * (bar_h + 1)
-    # Under the box where there is room, else inside its bottom: never over the eyes and mouth.
-    y0 = y + h + 2 if y + h + 2 + height <= frame_bgr.shape[0] else max(0, y + h - height)
-    for k, p in enumerate(probs):
-        row = y0 + k * (bar_h + 1)
-        cv2.rectangle(frame_bgr, (x, row), (x + w, row + bar_h), (60, 60, 60), -1)
-        cv2.rectangle(frame_bgr, (x, row), (x + max(1, int(w * p)), row + bar_h),
-                      (58, 157, 42) if k == top else (212, 183, 155), -1)
+    row = max(PANEL_MIN_ROW, round(line * 0.55))
+    font_scale = (row - 3) / 22  # FONT_HERSHEY_SIMPLEX: ~22 px high at scale 1
+    names_w = max(cv2.getTextSize(c, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] for c in CLASSES) + 4
+    percent_w = cv2.getTextSize("100%", cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] + 4
+    panel_w = min(width, max(w, names_w + percent_w + 4 * row))
+    panel_h = len(CLASSES) * row + 2
+    if y + h + 2 + panel_h <= height:
+        left, top = x, y + h + 2
+    elif x + w + 2 + panel_w <= width:
+        left, top = x + w + 2, y
+    elif x - 2 - panel_w >= 0:
+        left, top = x - 2 - panel_w, y
+    else:
+        left, top = x, y + h - panel_h
+    left = max(0, min(left, width - panel_w))
+    top = max(0, min(top, height - panel_h))
+    return {"left": left, "top": top, "width": panel_w, "height": panel_h, "row": row, "font_scale": font_scale,
+            "names_w": names_w, "percent_w": percent_w}
+
+
+def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray) -> None:
+    """Box and "id: label p%" above it, and a panel with every class's name, bar and percentage (in CLASSES
+    order, the top class in green), on a BGR frame; sizes follow the frame and the face."""
+    top_class = int(np.argmax(probs))
+    _, _, line = draw_face(frame_bgr, box, f"{face_id}: {CLASSES[top_class]} {probs[top_class]:.0%}",
+                           BOX_COLOR[::-1])
+    p = panel_layout(frame_bgr.shape, box, line)
+    region = frame_bgr[p["top"]:p["top"] + p["height"], p["left"]:p["left"] + p["width"]]
+    region[:] = (region * 0.35).astype(frame_bgr.dtype)  # darkened, so white letters read on any scene
+    bar_left, bar_right = p["left"] + p["names_w"], p["left"] + p["width"] - p["percent_w"]
+    for k, (name, value) in enumerate(zip(CLASSES, probs)):
+        row_top = p["top"] + 1 + k * p["row"]
+        baseline = row_top + p["row"] - 3
+        cv2.putText(frame_bgr, name, (p["left"] + 2, baseline), cv2.FONT_HERSHEY_SIMPLEX, p["font_scale"],
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(frame_bgr, (bar_left, row_top + 2), (bar_right, row_top + p["row"] - 2), (90, 90, 90), -1)
+        cv2.rectangle(frame_bgr, (bar_left, row_top + 2),
+                      (bar_left + max(1, int((bar_right - bar_left) * float(value))), row_top + p["row"] - 2),
+                      (58, 200, 42) if k == top_class else (230, 200, 170), -1)
+        cv2.putText(frame_bgr, f"{value:.0%}", (bar_right + 3, baseline), cv2.FONT_HERSHEY_SIMPLEX,
+                    p["font_scale"], (255, 255, 255), 1, cv2.LINE_AA)
 
 
 @dataclass
@@ -163,6 +223,7 @@ class VideoResult:
     seconds: float
     complete: bool                  # False: the input ended before its announced length
     outputs: dict[str, str]
+    thumbnails: dict[int, np.ndarray] = field(default_factory=dict)  # face id: its clearest view (RGB)
 
     @property
     def table(self):
@@ -173,10 +234,12 @@ class VideoResult:
 def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig = VideoConfig(),
                   progress: bool = True, show: bool = False) -> VideoResult:
     """Find, follow and label the faces of a video file (or camera index); see the module's docstring."""
+    check_outputs({"--out": out_video, "--csv": out_csv}, [] if isinstance(source, int) else [source])
     capture, fps, announced = open_video(source)
-    if cfg.every < 1:
+    if cfg.every < 1 or cfg.max_rate is not None and not cfg.max_rate > 0:
         capture.release()
-        raise DataError(f"every must be >= 1, not {cfg.every}")
+        raise DataError(f"every must be >= 1 and max_rate > 0, not {cfg.every} and {cfg.max_rate}")
+    next_analysis = 0.0  # seconds: the time from which the next frame may be analysed under max_rate
     writer, finals, temps = None, {}, {}
     for kind, path in (("video", out_video), ("csv", out_csv)):
         if path is not None:
@@ -203,9 +266,11 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
             if not ok:
                 break
             t = frame_index / fps
-            if frame_index % cfg.every == 0:
+            if frame_index % cfg.every == 0 and t >= next_analysis - 1e-9:
                 shown = analyse_frame(frame, t, frame_index, models, tracker, cfg, rows, table)
                 analysed += 1
+                if cfg.max_rate:
+                    next_analysis = max(next_analysis + 1 / cfg.max_rate, t)  # drift-free: on a grid of times
             if "video" in temps:
                 if writer is None:
                     writer = cv2.VideoWriter(str(temps["video"]), cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -237,7 +302,8 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
     if frame_index == 0:
         raise DataError(f"cannot read {quote(source)}: no frame could be decoded")
     return VideoResult(rows, frame_index, analysed, fps, time.perf_counter() - start,
-                       complete=not announced or frame_index >= announced, outputs=outputs)
+                       complete=not announced or frame_index >= announced, outputs=outputs,
+                       thumbnails={face_id: picture for face_id, (_, picture) in sorted(tracker.thumbnails.items())})
 
 
 def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTracker, cfg: VideoConfig, rows,
@@ -264,7 +330,23 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTr
         if table is not None:
             table.writerow(row)
         shown.append((face.box, track.face_id, smoothed.copy()))
+        best = tracker.thumbnails.get(track.face_id)
+        if best is None or (face.score or 0.0) > best[0]:
+            tracker.thumbnails[track.face_id] = (face.score or 0.0, face_thumbnail(rgb, face.box))
     return shown
+
+
+def face_thumbnail(rgb: np.ndarray, box, size: int = THUMBNAIL_SIZE) -> np.ndarray:
+    """The face with a margin around it, square, `size` pixels a side (RGB): who "face 2" is."""
+    height, width = rgb.shape[:2]
+    x, y, w, h = (int(v) for v in box)
+    side = int(max(w, h) * 1.4)
+    cx, cy = x + w // 2, y + h // 2
+    x0, y0 = max(0, cx - side // 2), max(0, cy - side // 2)
+    crop = rgb[y0:min(height, y0 + side), x0:min(width, x0 + side)]
+    if crop.size == 0:
+        return np.zeros((size, size, 3), np.uint8)
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _finish_outputs(temps: dict, finals: dict, complete: bool, any_frame: bool) -> dict[str, str]:

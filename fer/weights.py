@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import ConfigError, WeightsError, one_line, quote
 from .model import ModelConfig, build_model
@@ -48,8 +48,14 @@ def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.flo
                 "commit": git_commit()}
     metadata.update({k: json.dumps(v) for k, v in info.items()})
     with atomic_write(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+        write_safetensors(tmp, state, metadata)
     return path
+
+
+def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
+    """Serialized in memory and written by us, into atomic_write's temp file: safetensors' own save_file goes
+    through a hidden temp file of its own, which a kill -9 would leave behind where nothing cleans it."""
+    Path(path).write_bytes(save(tensors, metadata=metadata))
 
 
 def update_metadata(path, **values) -> None:
@@ -61,7 +67,7 @@ def update_metadata(path, **values) -> None:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     metadata.update({k: json.dumps(v) for k, v in values.items()})
     with atomic_write(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(tmp, tensors, metadata)
 
 
 def read_metadata(path) -> dict:
@@ -82,6 +88,8 @@ def read_metadata(path) -> dict:
             meta[key] = json.loads(value)
         except json.JSONDecodeError:
             meta[key] = value
+        except RecursionError:
+            raise WeightsError(f"{quote(path)} has bad metadata: its '{key}' is nested too deeply") from None
     try:
         _check_metadata(meta)
     except (ConfigError, TypeError, ValueError) as e:

@@ -8,7 +8,8 @@ from PIL import Image
 from fer.cli import main
 from fer.datasets import load_split
 from fer.detect import detect_faces
-from fer.explain import Explainer, cam_on_photo, default_layer, grad_cam, overlay_crop
+from fer.explain import Explainer, cam_on_photo, default_layer, grad_cam, overlay_crop, stage_strides, \
+    upsample_to_crop
 from fer.model import ModelConfig, build_model
 from fer.predict import predict_image
 from fer.weights import load_model
@@ -92,45 +93,80 @@ def test_explain_without_out_is_one_line_and_exit_2(untrained_weights, capsys):
 
 
 def evidence_only_where_bright(stem: str) -> torch.nn.Module:
-    """A ResNet50 that is a positive blur: every convolution and the classifier averages with equal positive
-    weights and BatchNorm is the identity, so every stage's activation peaks where the input is bright and
-    the evidence for any class lies there and nowhere else."""
-    model = build_model(ModelConfig(arch="resnet50", stem=stem)).eval()
+    """A ResNet50 that is a small positive blur: every convolution and the classifier average with equal
+    positive weights, BatchNorm is the identity, the residual branches stay off (their last BatchNorm is zero,
+    as at initialization) and the max-pool is an average of the same window, so each stage's activation of a
+    bright spot is where the spot is, on that stage's own grid, and the evidence for any class lies there."""
+    model = build_model(ModelConfig(arch="resnet50", dropout=0.0, stem=stem)).eval()
     with torch.no_grad():
-        for module in model.modules():
+        for name, module in model.named_modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 module.weight.fill_(1.0 / module.weight[0].numel())
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.fill_(1.0), module.bias.zero_()
+                module.weight.fill_(0.0 if name.endswith("bn3") else 1.0), module.bias.zero_()
+    if isinstance(model.maxpool, torch.nn.MaxPool2d):  # same window, stride and padding; no ties to break
+        model.maxpool = torch.nn.AvgPool2d(3, 2, 1, count_include_pad=False)
     return model
 
 
-@pytest.mark.parametrize("stem,layer", [("imagenet", "layer2"), ("imagenet", "layer3"), ("no_maxpool", "layer3"),
-                                        ("cifar", "layer4")])
+STAGES = [("imagenet", "layer2"), ("imagenet", "layer3"), ("no_maxpool", "layer3"), ("cifar", "layer4")]
+
+
+@pytest.mark.parametrize("stem,layer", STAGES + [("imagenet", "layer4"), ("cifar", "layer2")])
+def test_each_cell_is_centred_on_the_pixel_stride_times_its_index(stem, layer):
+    # The premise of the placement, checked on the network itself: the input pixels that feed a cell in the
+    # middle of a large face (no border in reach) are centred on stride * index.
+    model = evidence_only_where_bright(stem)
+    x = torch.ones(1, 1, 256, 256, requires_grad=True)
+    captured = {}
+    handle = getattr(model, layer).register_forward_hook(lambda m, i, o: captured.update(a=o))
+    model(x)
+    handle.remove()
+    k = captured["a"].shape[-1] // 2
+    captured["a"][0, :, k, k].sum().backward()
+    weight = x.grad[0, 0].abs()
+    rows, cols = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    centre = ((weight * rows).sum() / weight.sum(), (weight * cols).sum() / weight.sum())
+    stride = stage_strides(model)[layer]
+    assert abs(centre[0] - stride * k) < 0.5 and abs(centre[1] - stride * k) < 0.5, (centre, stride * k)
+
+
+def test_a_cell_of_the_map_lands_on_its_own_pixel():
+    cells = torch.zeros(1, 1, 6, 6)
+    cells[0, 0, 2, 3] = 1.0
+    crop = upsample_to_crop(cells, stride=8)[0]
+    assert crop.shape == (48, 48) and crop[16, 24] == 1.0
+    assert np.unravel_index(int(crop.argmax()), crop.shape) == (16, 24)  # block-centred: (19 or 20, 27 or 28)
+    assert crop[47, 47] == crop[40, 40]  # beyond the last cell's centre: its value held
+
+
+@pytest.mark.parametrize("stem,layer", STAGES)
 @pytest.mark.parametrize("row,col", [(16, 24), (24, 8), (33, 30)])
 def test_the_map_peaks_on_the_pixels_that_hold_the_evidence(stem, layer, row, col):
-    # Dark face (normalized below 0: nothing passes the first ReLU) with one bright 3 x 3 spot.
-    image = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    # A face of grey 127 (normalized just below 0: nothing passes the first ReLU) with one white 3 x 3 spot,
+    # bright enough to outweigh the grey around it in the stem's 7 x 7 average.
+    image = torch.full((1, 48, 48), 127, dtype=torch.uint8)
     image[0, row - 1:row + 2, col - 1:col + 2] = 255
-    cam, _ = grad_cam(evidence_only_where_bright(stem), image, target="happy", layer=layer)
+    model = evidence_only_where_bright(stem)
+    cam, _ = grad_cam(model, image, target="happy", layer=layer)
     peak = np.argwhere(cam[0] >= cam[0].max() - 1e-6).mean(0)
-    # Within a third of a cell of the spot (the cells of layer3 are 16 px apart with the imagenet stem):
-    # interpolating cells as if centred on blocks put the peak 3.5 px right of and below it at layer2.
-    stride = {"layer2": 8, "layer3": 16, "layer4": 32}[layer] // (2 if stem == "no_maxpool" else 8 if stem == "cifar"
-                                                                   else 1)
+    # Within a third of a cell of the spot (cells are `stride` pixels apart): the block-centred interpolation
+    # put the peak 3.5 px right of and below it at the imagenet stem's layer2.
+    stride = stage_strides(model)[layer]
     assert np.abs(peak - (row, col)).max() <= max(1.5, stride / 3), (peak, (row, col))
 
 
 def test_a_mirrored_spot_gives_the_mirrored_map():
     model = evidence_only_where_bright("imagenet")
-    image = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    image = torch.full((1, 48, 48), 127, dtype=torch.uint8)
     image[0, 15:18, 7:10] = 255
     cam, _ = grad_cam(model, image, target="sad")
     mirrored, _ = grad_cam(model, image.flip(-1), target="sad")
-    # The mirrored face's cells sit on other pixels (0, 8, ... counted from its own left), so the two maps
-    # agree closely, not exactly; the block-centred interpolation shifted them 7 px apart.
+    # The mirrored face's cells sit on other pixels (0, 8, ... counted from its own left: 1 px off once
+    # mirrored back), so the two maps agree closely, not exactly; the block-centred interpolation put them
+    # 7 px apart.
     peak, mirrored_peak = (np.unravel_index(c.argmax(), c.shape) for c in (cam[0], mirrored[0]))
-    assert abs(peak[1] - (47 - mirrored_peak[1])) <= 2 and peak[0] == mirrored_peak[0]
+    assert abs(peak[1] - (47 - mirrored_peak[1])) <= 2 and peak[0] == mirrored_peak[0], (peak, mirrored_peak)
     assert np.corrcoef(cam[0].ravel(), mirrored[0][:, ::-1].ravel())[0, 1] > 0.9

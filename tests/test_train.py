@@ -91,3 +91,18 @@ def test_ema_weights_are_what_is_evaluated_saved_and_resumed(fer_folder, tmp_pat
     state = train(tiny_config(fer_folder, out, epochs=2, ema_decay=0.9, resume=True))
     assert int(load_checkpoint(paths_for(out)["checkpoint"])["ema"]["n_averaged"]) == 6
     assert len(state["history"]) == 2
+
+
+def test_augmentation_is_set_from_the_command_line_stored_and_checked(fer_folder, tmp_path, capsys):
+    from fer.cli import main
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--data", str(fer_folder), "--arch", "resnet50", "--epochs", "1", "--batch-size", "14",
+            "--subset", "14", "--val-subset", "14", "--no-progress", "--out", str(out)]
+    assert main([*args, "--erase-prob", "0", "--no-flip", "--max-rotate-deg", "5"]) == 0
+    stored = read_metadata(out)["train_config"]["augment"]
+    assert stored["erase_prob"] == 0 and stored["flip"] is False and stored["max_rotate_deg"] == 5
+    assert stored["max_scale"] == AugmentConfig().max_scale  # the rest keep their defaults
+    capsys.readouterr()
+    assert main([*args, "--force", "--erase-prob", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "erase_prob" in err

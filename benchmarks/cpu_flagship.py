@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from fer.charts import plot_accuracy_vs_hours, read_history, save
+from fer.paths import DEFAULT_WEIGHTS
 from fer.weights import read_metadata
 
 RESULTS = Path(__file__).parent / "results" / "cpu_flagship"
@@ -54,7 +55,10 @@ def main():
     table = "\n".join(["| run | recipe | budget | epochs | train img/s | best PublicTest (epoch, hours) |",
                        "|---|---|---|---|---|---|", *rows]) + "\n"
     (RESULTS / "table.md").write_text(table)
-    chart = save(plot_accuracy_vs_hours(histories, title="What a 2-core CPU buys on FER-2013"), args.chart)
+    shipped = read_metadata(DEFAULT_WEIGHTS)  # the line to pass: the shipped model's PublicTest accuracy
+    reference = {f"shipped {DEFAULT_WEIGHTS.stem} (PublicTest)": shipped["public_acc"]}
+    chart = save(plot_accuracy_vs_hours(histories, title="What a 2-core CPU buys on FER-2013", reference=reference),
+                 args.chart)
     print(table + f"\nhistories and table in {RESULTS}; chart {chart}")
 
 

@@ -1,4 +1,5 @@
-"""Do the Grad-CAM maps mean something, and are they where the evidence is? Three checks over a split's face crops (PublicTest by default).
+"""Do the Grad-CAM maps mean something, and are they where the evidence is? Three checks over a
+split's face crops (PublicTest by default).
 
 1. Model randomization (Adebayo et al. 2018): the maps of the trained model against those of the same network
    with random weights. Reported: the mean Spearman rank correlation of the two maps of each face (near 0:

@@ -7,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .errors import DataError, quote
 from .paths import charts_dir
 from .preprocess import CLASSES
 from .runtime import atomic_write
@@ -128,13 +129,18 @@ def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0, captio
     return fig
 
 
+def check_chart_path(path) -> None:
+    """DataError unless the name ends in .png: what `save` writes (a command checks it before its work)."""
+    if Path(path).suffix.lower() != ".png":
+        raise DataError(f"a chart is written as PNG: {quote(Path(path).name)} must end in .png")
+
+
 def save(fig: plt.Figure, name, folder=None) -> Path:
     """Save a PNG as folder/name (a bare name goes into fer.paths.charts_dir(): charts/ or $FER_CHARTS)."""
     path = Path(name)
     if folder is not None or not path.is_absolute() and len(path.parts) == 1:
         path = Path(folder or charts_dir()) / path
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"a chart is written as PNG: {path.name} must end in .png")
+    check_chart_path(path)
     with atomic_write(path) as tmp:  # a link at path is replaced, never written through
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     return path

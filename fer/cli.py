@@ -207,14 +207,14 @@ MIN_CALIBRATION_FACES = 100  # a temperature fitted on fewer is noise (PublicTes
 def run_calibrate(args) -> int:
     from .calibrate import expected_calibration_error, fit_temperature, log_probs_of, write_temperature
     from .datasets import load_split
-    from .paths import DEFAULT_WEIGHTS
-    from .weights import load_model
     from .errors import DataError
+    from .paths import DEFAULT_WEIGHTS
     from .runtime import check_outputs
-    from .weights import TEMPERATURE_RANGE
+    from .weights import TEMPERATURE_RANGE, load_model
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
-    if args.chart is not None and Path(args.chart).suffix.lower() != ".png":
-        raise DataError(f"--chart {args.chart!r} must end in .png")
+    if args.chart is not None:  # before the fit: a chart that cannot be written must not cost the temperature
+        from .charts import check_chart_path
+        check_chart_path(args.chart)
     check_outputs({"--chart": args.chart}, [path, args.data])
     model = load_model(path)
     public = load_split(args.data, "public")

@@ -31,8 +31,6 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
-
-
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
     kind = kind or type(default)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,7 +209,6 @@ def native_stderr_silenced():
     """Point file descriptor 2 at /dev/null for the block: FFmpeg and OpenCV print there directly ("moov
     atom not found", "can't open camera by index"), around Python's sys.stderr; the one-line error that
     follows says what went wrong."""
-    import sys
     with contextlib.suppress(AttributeError, ValueError):
         sys.stderr.flush()
     saved = os.dup(2)

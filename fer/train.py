@@ -39,7 +39,7 @@ from .paths import runs_dir
 from .preprocess import normalize
 from .runtime import Dist, atomic_write, autocast_for, init_distributed, machine_description, \
     remove_stale_temp_files
-from .weights import read_metadata, save_weights
+from .weights import is_number, read_metadata, save_weights
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "public_loss", "public_acc", "seconds",
                   "images_per_second")
@@ -143,12 +143,16 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
             state["step"] >= total_steps}
 
 
+def diverged(what: str, epoch: int, lr: float) -> FerError:
+    """The one line a diverged run stops with: what earlier epochs wrote stays, nothing of this one is written.
+    Checked on the loss every 20 steps, on the weights after each epoch and on the outputs when evaluating."""
+    return FerError(f"training diverged in epoch {epoch} (lr {lr:.3g}): {what}; lower --lr. Nothing of this "
+                    f"epoch was written")
+
+
 def check_finite(loss: torch.Tensor, state: dict, lr: float) -> None:
-    """A diverged run stops at once, with one line; what earlier epochs wrote stays, nothing new is written."""
     if not torch.isfinite(loss):
-        raise FerError(f"training diverged: the loss is {loss.item()} at step {state['step']} (epoch "
-                       f"{state['epoch'] + 1}, lr {lr:.3g}); lower --lr. No weights or checkpoint of this epoch "
-                       f"were written")
+        raise diverged(f"the loss is {loss.item()} at step {state['step']}", state["epoch"] + 1, lr)
 
 
 def save_checkpoint(path: Path, model, optimizer, state: dict, cfg: TrainConfig, generator, ema=None) -> None:
@@ -177,16 +181,12 @@ def load_checkpoint(path: Path) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise WeightsError(f"cannot resume from {quote(path)}: its '{name}' is "
                                f"{type(value).__name__ if name in checkpoint else 'missing'}, not {kind.__name__}")
-    if not all(isinstance(r, dict) and all(_is_number(r.get(k)) for k in HISTORY_FIELDS)
+    if not all(isinstance(r, dict) and all(is_number(r.get(k)) for k in HISTORY_FIELDS)
                for r in checkpoint["history"]) or \
             not isinstance(checkpoint["rng"].get("torch"), torch.Tensor) or \
             not isinstance(checkpoint["rng"].get("generator"), torch.Tensor):
         raise WeightsError(f"cannot resume from {quote(path)}: its history or random state is malformed")
     return checkpoint
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer, path: Path) -> None:
@@ -196,15 +196,15 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer, path: Path) -> None:
         return WeightsError(f"cannot resume from {quote(path)}: its optimizer's {what} is malformed")
     for group in optimizer.param_groups:
         for key in ("lr", "weight_decay", "eps", "momentum"):
-            if key in group and not _is_number(group[key]):
+            if key in group and not is_number(group[key]):
                 raise bad(key)
         if "betas" in group and not (isinstance(group["betas"], (tuple, list)) and len(group["betas"]) == 2
-                                     and all(_is_number(b) and 0 <= b < 1 for b in group["betas"])):
+                                     and all(is_number(b) and 0 <= b < 1 for b in group["betas"])):
             raise bad("betas")
         for param in group["params"]:
             for name, value in optimizer.state.get(param, {}).items():
                 if name == "step":
-                    if not (_is_number(value) or isinstance(value, torch.Tensor) and value.numel() == 1):
+                    if not (is_number(value) or isinstance(value, torch.Tensor) and value.numel() == 1):
                         raise bad("step")
                 elif not isinstance(value, torch.Tensor) or value.shape != param.shape:
                     raise bad(f"state '{name}'")
@@ -343,8 +343,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
         if stats["images"] == 0:  # the budget ran out at an epoch boundary: nothing new to evaluate
             break
         if not math.isfinite(stats["train_loss"]) or not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise FerError(f"training diverged in epoch {state['epoch'] + 1} (lr {stats['lr']:.3g}): the weights "
-                           f"are no longer finite; lower --lr. Nothing of this epoch was written")
+            raise diverged("the weights are no longer finite", state["epoch"] + 1, stats["lr"])
         state["epoch"] += 1
         if dist.rank != 0:  # rank 0 evaluates and writes; the others wait for its clock and go on
             state["seconds"] = dist.from_rank0(None)
@@ -355,8 +354,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
         try:
             val = evaluate(shipped, val_set)
         except WeightsError:  # finite weights so large that the outputs are not: diverged all the same
-            raise FerError(f"training diverged in epoch {state['epoch']} (lr {stats['lr']:.3g}): the model's "
-                           f"outputs are no longer finite; lower --lr. Nothing of this epoch was written") from None
+            raise diverged("the model's outputs are no longer finite", state["epoch"], stats["lr"]) from None
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
         row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
                "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),

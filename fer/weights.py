@@ -107,18 +107,19 @@ def _check_metadata(meta: dict) -> None:
     if meta.get("input_size") != [1, IMAGE_SIZE, IMAGE_SIZE]:
         raise ValueError(f"input_size {meta.get('input_size')!r} is not [1, {IMAGE_SIZE}, {IMAGE_SIZE}]")
     norm = meta.get("normalization")
-    if not isinstance(norm, dict) or not _is_number(norm.get("mean")) or not _is_number(norm.get("std")) \
+    if not isinstance(norm, dict) or not is_number(norm.get("mean")) or not is_number(norm.get("std")) \
             or not math.isclose(norm["mean"], NORM_MEAN) or not math.isclose(norm["std"], NORM_STD):
         raise ValueError(f"normalization {norm!r} is not this code's (mean {NORM_MEAN}, std {NORM_STD:.4f})")
     if "temperature" in meta:
         t = meta["temperature"]
-        if not _is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
+        if not is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
             raise ValueError(f"temperature {t!r} is not a number in {list(TEMPERATURE_RANGE)}")
-    if "public_acc" in meta and not (_is_number(meta["public_acc"]) and 0 <= meta["public_acc"] <= 1):
+    if "public_acc" in meta and not (is_number(meta["public_acc"]) and 0 <= meta["public_acc"] <= 1):
         raise ValueError(f"public_acc {meta['public_acc']!r} is not a number in [0, 1]")
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A finite real number, not a bool (metadata, checkpoints)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 

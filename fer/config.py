@@ -4,18 +4,22 @@ Each field carries its help text, its type and its allowed range beside it; `pyt
 its options from these fields, `TrainConfig.validate` checks them in one place, every checkpoint stores
 them, and `--resume` rebuilds the run from the stored ones (as nanoGPT does), refusing a changed setting
 unless it is one that may change between the two halves of a run (RESUMABLE).
+
+Stored configs carry CONFIG_VERSION. One written by an older fer loads: UPGRADES maps its renamed fields and
+fills the fields added since with the value that reproduces what that version did, and says what it filled.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import numbers
 import os
 from dataclasses import dataclass, field, fields
 
 from .augment import AugmentConfig
 from .errors import ConfigError
-from .model import ARCHS, DEFAULT_DROPOUT, NORMS, STEMS, ModelConfig
+from .model import DEFAULT_DROPOUT, NORMS, STEMS, ModelConfig, known_arch
 from .runtime import pick_device
 
 # Settings that may differ between a run and its --resume: they change when or where it runs, not what.
@@ -31,6 +35,14 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
+CONFIG_VERSION = 2
+# How a stored config of version v becomes one of version v + 1: fields renamed, and fields added in v + 1
+# whose default is what version v did. Version 1 is every config written before configs had a version (the
+# shipped weights' own): its network was called "model"; amp (bf16 autocast where fast, always on before
+# the option), norm (BatchNorm), ema_decay (none) and force came in during version 1, so early ones lack them.
+UPGRADES = {1: {"renamed": {"model": "arch"},
+                "added": ("amp", "norm", "ema_decay", "force", "init_from")}}
+
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
     kind = kind or type(default)
@@ -41,12 +53,15 @@ def setting(default, help: str, kind=None, check=None, choices=None, flags=(), c
 @dataclass
 class TrainConfig:
     data: str | None = setting(None, "folder, zip or CSV (default: $FER_DATA, then dataset_1/)", kind=str)
-    arch: str = setting("resnet50_dropout", "the network", choices=ARCHS, flags=("--model",))
+    arch: str = setting("resnet50_dropout", "the network: resnet50, resnet50_dropout, or any torchvision "
+                        "classification model by name (resnet18, convnext_tiny, efficientnet_b0, ...)",
+                        check=(known_arch, "resnet50, resnet50_dropout or a torchvision classification model"),
+                        flags=("--model",))
     dropout: float | None = setting(None, "p after every activation (resnet50_dropout; default "
                                     f"{DEFAULT_DROPOUT['resnet50_dropout']})", kind=float, check=FRACTION)
     head_dropout: float = setting(0.0, "dropout before the classifier", check=FRACTION)
-    stem: str = setting("imagenet", "how the network reads the 48-px face (see fer/model.py)", choices=STEMS)
-    norm: str = setting("batch", "group: GroupNorm instead of BatchNorm", choices=NORMS)
+    stem: str = setting("imagenet", "how a ResNet reads the 48-px face (see fer/model.py)", choices=STEMS)
+    norm: str = setting("batch", "group: GroupNorm instead of BatchNorm (ResNets)", choices=NORMS)
     epochs: int = setting(40, "epochs (the schedule spans them, or --time-budget)", check=COUNT)
     batch_size: int = setting(128, "images per step (the global batch under torchrun)", check=COUNT)
     optimizer: str = setting("adamw", "adamw, or sgd with Nesterov momentum", choices=("adamw", "sgd"))
@@ -60,6 +75,8 @@ class TrainConfig:
     warmup: float = setting(0.05, "fraction of the run spent warming up", check=FRACTION)
     ema_decay: float = setting(0.0, "> 0: evaluate and ship an exponential moving average of the weights",
                                check=FRACTION)
+    init_from: str | None = setting(None, "start from these weights (fine-tune; e.g. the shipped ones); the "
+                                    "network is theirs unless --model/--stem/... say otherwise", kind=str)
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"cli": False, "kind": AugmentConfig})
     subset: int | None = setting(None, "train on N images only (quick runs)", kind=int, check=COUNT)
     val_subset: int | None = setting(None, "score N PublicTest images only each epoch (quick runs)", kind=int,
@@ -105,18 +122,40 @@ class TrainConfig:
         return self
 
     def model_config(self) -> ModelConfig:
-        dropout = DEFAULT_DROPOUT[self.arch] if self.dropout is None else self.dropout
+        dropout = DEFAULT_DROPOUT.get(self.arch, 0.0) if self.dropout is None else self.dropout
         return ModelConfig(arch=self.arch, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem,
                            norm=self.norm)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """What checkpoints and weights store: every field, and the version of this layout."""
+        return {**dataclasses.asdict(self), "version": CONFIG_VERSION}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """A stored config (a checkpoint's); ConfigError for a missing, unknown or mistyped field."""
+    def from_settings(cls, **settings) -> "TrainConfig":
+        """A config from flat settings, as a sweep or a notebook names them: TrainConfig fields, and the
+        augmentation's fields (erase_prob, flip, ...) by their own names, as on the command line."""
+        augment_names = {f.name for f in fields(AugmentConfig)}
+        augmentation = {k: settings.pop(k) for k in list(settings) if k in augment_names}
+        if augmentation:
+            base = settings.pop("augment", AugmentConfig())
+            base = AugmentConfig(**base) if isinstance(base, dict) else base
+            settings["augment"] = dataclasses.replace(base, **augmentation)
+        unknown = sorted(settings.keys() - {f.name for f in fields(cls)})
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], [f.name for f in fields(cls)] + sorted(augment_names), 1)
+            raise ConfigError(f"unknown setting {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return cls(**settings)
+
+    @classmethod
+    def from_dict(cls, values: dict, notes: list[str] | None = None) -> "TrainConfig":
+        """A stored config (a checkpoint's, a weights file's), of this version or an older one (upgraded, with
+        a note of what was filled in appended to `notes`); ConfigError for a missing, unknown or mistyped field."""
         if not isinstance(values, dict):
             raise ConfigError("the stored config is not a mapping")
+        values, version, filled = upgrade(values)
+        if filled and notes is not None:
+            notes.append(f"the stored config is from an older fer (config version {version}): filled in "
+                         f"{', '.join(f'{k}={values[k]!r}' for k in filled)}")
         names = {f.name for f in fields(cls)}
         missing, unknown = sorted(names - values.keys()), sorted(values.keys() - names)
         if missing or unknown:
@@ -132,6 +171,28 @@ class TrainConfig:
         """The settings (among `only`, default all) on which two configs differ, RESUMABLE ones left out."""
         return [f.name for f in fields(self) if f.name not in RESUMABLE and (only is None or f.name in only)
                 and getattr(self, f.name) != getattr(other, f.name)]
+
+
+def upgrade(values: dict) -> tuple[dict, int, list[str]]:
+    """A stored config brought to CONFIG_VERSION (without its version key), the version it was written with,
+    and the fields filled in."""
+    values = dict(values)
+    version = values.pop("version", 1)
+    if type(version) is not int or version < 1:  # noqa: E721 - True and 2.0 are not versions
+        raise ConfigError(f"the stored config's version {version!r} is not a whole number >= 1")
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"the stored config is version {version}, from a newer fer than this one "
+                          f"(version {CONFIG_VERSION}): upgrade fer to use it")
+    defaults, filled = TrainConfig(), []
+    for v in range(version, CONFIG_VERSION):
+        for old, new in UPGRADES[v]["renamed"].items():
+            if old in values and new not in values:
+                values[new] = values.pop(old)
+        for name in UPGRADES[v]["added"]:
+            if name not in values:
+                values[name] = getattr(defaults, name)
+                filled.append(name)
+    return values, version, filled
 
 
 def _is_kind(value, kind) -> bool:

@@ -2,12 +2,13 @@
 
 For a crop and a class, Grad-CAM weighs each channel of a convolutional stage's output by the mean gradient
 of the class's logit with respect to it, sums, keeps the positive part and upsamples it to the 48 x 48 crop:
-where in the face the evidence for that class lies. Plain hooks on torchvision's ResNet50 (no extra library:
+where in the face the evidence for that class lies. Plain hooks on the torchvision network (no extra library:
 `grad-cam` would bring opencv-python, which clashes with opencv-python-headless). The model runs in eval mode
 (dropout off, BatchNorm's running statistics), on its device, in float32.
 
-Which stage: Grad-CAM is usually taken on the last one (layer4), but a 48-px face reaches it as a 2 x 2 grid
-with the shipped imagenet stem, too coarse to tell the eyes from the mouth. Measured on PublicTest
+Which stage (`stage_grids` finds the stages of any architecture): Grad-CAM is usually taken on the last one
+(layer4), but a 48-px face reaches it as a 2 x 2 grid with the shipped imagenet stem, too coarse to tell the
+eyes from the mouth. Measured on PublicTest
 (benchmarks/explain_sanity.py, README): layer4's maps barely pass the occlusion check and a face's maps for its
 first and second class are much alike, while layer2's (6 x 6) pass it clearly and differ between classes. The
 default is therefore the deepest stage whose grid is at least 6 x 6 (`default_layer`): layer2 with the
@@ -27,17 +28,25 @@ import torch
 import torch.nn.functional as F
 
 from .detect import Face, crop_to_photo
+from .errors import ConfigError
 from .preprocess import CLASSES, IMAGE_SIZE, normalize
 
-LAYERS = ("layer4", "layer3", "layer2")
+LAYERS = ("layer4", "layer3", "layer2")  # a ResNet's stages that --explain-layer names most often
 MIN_GRID = 6
 
 
 def stage_grids(model: torch.nn.Module, size: int = IMAGE_SIZE) -> dict[str, int]:
-    """The side of each stage's output grid for a face of `size` pixels (48: the model's own)."""
-    sizes = {}
-    hooks = [getattr(model, name).register_forward_hook(
-        lambda module, inputs, output, name=name: sizes.update({name: output.shape[-1]})) for name in LAYERS]
+    """The network's stages and the side of each one's output grid for a face of `size` pixels (48: the model's
+    own), deepest first. A stage is the last module, among the model's children and grandchildren, to output a
+    grid of a given side (> 1): a ResNet's layer4, layer3, layer2, layer1 (and its stem's relu), features.N of
+    torchvision's other networks; found by a forward pass, so any architecture has them."""
+    last = {}  # grid side -> the name of the last module that output it
+
+    def record(name, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] > 1:
+            last[output.shape[-1]] = name
+    hooks = [module.register_forward_hook(lambda module, inputs, output, name=name: record(name, output))
+             for name, module in model.named_modules() if name and name.count(".") <= 1]
     was_training = model.training
     try:
         with torch.inference_mode():
@@ -46,7 +55,7 @@ def stage_grids(model: torch.nn.Module, size: int = IMAGE_SIZE) -> dict[str, int
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    return sizes
+    return {name: side for side, name in sorted(last.items())}
 
 
 # A multiple of every stage's stride (at most 32 in torchvision's classification models): the grid of a
@@ -72,7 +81,7 @@ def upsample_to_crop(cams: torch.Tensor, stride: int, size: int = IMAGE_SIZE) ->
 def default_layer(model: torch.nn.Module) -> str:
     """The deepest stage whose grid is at least MIN_GRID x MIN_GRID (see the module's docstring)."""
     grids = stage_grids(model)
-    return next((name for name in LAYERS if grids[name] >= MIN_GRID), LAYERS[-1])
+    return next((name for name, side in grids.items() if side >= MIN_GRID), list(grids)[-1])
 
 
 def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str | None = None,
@@ -80,16 +89,18 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
     """Heat maps N x 48 x 48 in [0, 1] (each scaled by its own maximum) and the probabilities N x 7.
 
     target: a class (index or name) for every crop, one per crop (a sequence), or None for each crop's
-    predicted class. layer: layer4, layer3 or layer2; None: default_layer(model).
+    predicted class. layer: one of stage_grids(model) (a ResNet's layer4, layer3, layer2, ...); None:
+    default_layer(model).
     """
     targets = _targets(target, len(images_u8))
     layer = layer or default_layer(model)
-    if layer not in LAYERS:
-        raise ValueError(f"unknown layer '{layer}' (expected one of {', '.join(LAYERS)})")
+    strides = stage_strides(model)
+    if layer not in strides:
+        raise ConfigError(f"unknown layer '{layer}' (this network's stages: {', '.join(strides)})")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    stage, stride = getattr(model, layer), stage_strides(model)[layer]
+    stage, stride = model.get_submodule(layer), strides[layer]
     maps, probs = [], []
     try:
         for start in range(0, len(images_u8), batch_size):
@@ -136,6 +147,11 @@ class Explainer:
     def __init__(self, models, target: str | None = None, layer: str | None = None):
         self.models = list(models) if isinstance(models, (list, tuple)) else [models]
         self.target, self.layer = target, layer
+        for model in self.models if layer is not None else []:  # refused before any photo is read
+            if layer not in stage_grids(model):
+                arch = getattr(getattr(model, "fer_config", None), "arch", "the network")
+                raise ConfigError(f"--explain-layer {layer!r} is not a stage of {arch} "
+                                  f"(its stages: {', '.join(stage_grids(model))})")
 
     def face_maps(self, image, result: dict) -> list[dict]:
         """Per face of `result` (fer.predict.predict_image's): its crop, heat map and the class explained."""

@@ -1,21 +1,27 @@
-"""The two ResNet50s: torchvision's resnet50 with a 1-channel stem for 48-px faces and 7 outputs.
+"""The networks: torchvision's classification models with a 1-channel stem for 48-px faces and 7 outputs.
 
-`resnet50` is the plain network; `resnet50_dropout` puts Dropout(p) after every activation, as the first
-version of this project did. `head_dropout` adds dropout before the classifier of either.
+The flagship is ResNet50: `resnet50` is the plain network; `resnet50_dropout` puts Dropout(p) after every
+activation, as the first version of this project did. Any other torchvision classification model trains by
+its name (`torchvision.models.list_models()`: resnet18, convnext_tiny, efficientnet_b0, mobilenet_v3_large,
+...): built by `torchvision.models.get_model`, its first convolution made to read one channel, its last linear
+layer given the classes. `head_dropout` adds dropout before the classifier of any of them.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import numbers
 from dataclasses import asdict, dataclass, fields
 
+import torch
+import torchvision
 from torch import nn
-from torchvision.models import resnet50
 
 from .errors import ConfigError
 from .preprocess import CLASSES, IMAGE_SIZE
 
-ARCHS = ("resnet50", "resnet50_dropout")
-# How the network reads a 48-px face before layer1, and the size layer1 sees:
+ARCHS = ("resnet50", "resnet50_dropout")  # the flagship; any name of torchvision_archs() trains as well
+# How a ResNet reads a 48-px face before layer1, and the size layer1 sees (other networks keep their own):
 #   imagenet   7x7 stride-2 conv + max-pool (torchvision's own): 12 x 12, cheapest
 #   no_maxpool 7x7 stride-2 conv:                                 24 x 24, ~4x the compute
 #   cifar      3x3 stride-1 conv, no max-pool:                    48 x 48, ~16x the compute
@@ -38,16 +44,25 @@ class ModelConfig:
     image_size: int = IMAGE_SIZE
 
     def __post_init__(self):
-        for name, allowed in (("arch", ARCHS), ("stem", STEMS), ("norm", NORMS)):
+        if not known_arch(self.arch):
+            close = difflib.get_close_matches(str(self.arch), (*ARCHS, *torchvision_archs()), 3)
+            raise ConfigError(f"unknown arch {self.arch!r}: resnet50, resnet50_dropout or a torchvision "
+                              f"classification model" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        for name, allowed in (("stem", STEMS), ("norm", NORMS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r} (expected one of {', '.join(allowed)})")
+        if not is_resnet(self.arch):
+            if self.stem != "imagenet":
+                raise ConfigError(f"stem {self.stem!r} is a ResNet stem; {self.arch} keeps its own (stem imagenet)")
+            if self.norm != "batch":
+                raise ConfigError(f"norm {self.norm!r} is offered for ResNets only; {self.arch} keeps its own")
         for name in ("dropout", "head_dropout"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
                 raise ConfigError(f"{name} must be a number in [0, 1), not {value!r}")
-        if self.arch == "resnet50" and self.dropout:
-            raise ConfigError("dropout after every activation is the resnet50_dropout model; "
-                              "use head_dropout for the plain resnet50")
+        if self.arch != "resnet50_dropout" and self.dropout:
+            raise ConfigError(f"dropout after every activation is the resnet50_dropout model; "
+                              f"use head_dropout for {self.arch}")
         for name, expected in (("num_classes", len(CLASSES)), ("image_size", IMAGE_SIZE)):
             value = getattr(self, name)
             if type(value) is not int or value != expected:  # noqa: E721 - 7.0, True and "7" are not 7
@@ -64,25 +79,68 @@ class ModelConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+@functools.cache
+def torchvision_archs() -> tuple[str, ...]:
+    """torchvision's classification models, by name."""
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def known_arch(arch) -> bool:
+    return isinstance(arch, str) and (arch in ARCHS or arch in torchvision_archs())
+
+
+def is_resnet(arch: str) -> bool:
+    """A torchvision ResNet (resnet18 ... wide_resnet101_2): the stems, GroupNorm and zero-init apply."""
+    name = "resnet50" if arch == "resnet50_dropout" else arch
+    return torchvision.models.get_model_builder(name).__module__ == "torchvision.models.resnet"
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    norm_layer = (lambda channels: nn.GroupNorm(32, channels)) if cfg.norm == "group" else None
-    model = resnet50(weights=None, num_classes=cfg.num_classes, norm_layer=norm_layer)
-    if cfg.stem == "cifar":
-        model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    else:
-        model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    if cfg.stem in ("no_maxpool", "cifar"):
+    name = "resnet50" if cfg.arch == "resnet50_dropout" else cfg.arch
+    options = {}
+    if is_resnet(name):
+        # Zero the last norm of each residual branch so every block starts as the identity (Goyal et al. 2017):
+        # deep nets trained from scratch in few epochs converge faster this way.
+        options["zero_init_residual"] = True
+        if cfg.norm == "group":
+            options["norm_layer"] = lambda channels: nn.GroupNorm(32, channels)
+    model = torchvision.models.get_model(name, weights=None, num_classes=cfg.num_classes, **options)
+    stem_name, stem = first_conv(model)
+    if is_resnet(name) and cfg.stem == "cifar":
+        replace(model, stem_name, nn.Conv2d(1, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False))
+    else:  # the same convolution, reading one channel instead of three
+        replace(model, stem_name, nn.Conv2d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding,
+                                            stem.dilation, stem.groups, stem.bias is not None, stem.padding_mode))
+    if is_resnet(name) and cfg.stem in ("no_maxpool", "cifar"):
         model.maxpool = nn.Identity()
     if cfg.arch == "resnet50_dropout" and cfg.dropout > 0:
         _dropout_after_activations(model, cfg.dropout)
     if cfg.head_dropout > 0:
-        model.fc = nn.Sequential(nn.Dropout(cfg.head_dropout), model.fc)
-    # Zero the last BN of each residual branch so every block starts as the identity (Goyal et al. 2017):
-    # deep nets trained from scratch in few epochs converge faster this way.
-    for module in model.modules():
-        if hasattr(module, "bn3"):
-            nn.init.zeros_(module.bn3.weight)
+        head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+        replace(model, head_name, nn.Sequential(nn.Dropout(cfg.head_dropout), head))
     return model
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The convolution that reads the picture: the first Conv2d with three input channels."""
+    return next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3)
+
+
+def replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
+def check_input_size(cfg: ModelConfig) -> None:
+    """ConfigError unless the network reads a face of the config's size (vit_b_16 reads 224 px only; alexnet's
+    pooling leaves nothing of 48 px): one forward pass of an untrained copy, before any data is read. (Not on
+    torch's meta device: some architectures' initialisation reads values there, and fails for that alone.)"""
+    try:
+        with torch.no_grad():
+            build_model(cfg).eval()(torch.zeros(1, 1, cfg.image_size, cfg.image_size))
+    except Exception as e:  # noqa: BLE001 - each architecture words its own shape errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{cfg.arch} cannot read a {cfg.image_size} x {cfg.image_size} face ({first[:160]})") from None
 
 
 def _dropout_after_activations(model: nn.Module, p: float) -> None:

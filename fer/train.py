@@ -13,10 +13,13 @@ Files, for --out DIR/NAME.safetensors (default runs/<arch>/<arch>.safetensors):
   DIR/NAME.safetensors              best-on-PublicTest weights, float16, config in the metadata
   DIR/NAME.history.csv              one row per epoch
   DIR/checkpoints/NAME/last.pt      everything --resume needs, the TrainConfig included
+  DIR/tensorboard/NAME/             TensorBoard event files, when TensorBoard is installed
+                                    (`tensorboard --logdir runs/` shows every run side by side)
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
 import tempfile
@@ -34,15 +37,17 @@ from .config import RESUMABLE, TrainConfig
 from .datasets import load_split
 from .errors import ConfigError, FerError, WeightsError, one_line, quote
 from .evaluate import evaluate
-from .model import build_model
+from .model import ModelConfig, build_model, check_input_size
 from .paths import runs_dir
 from .preprocess import normalize
 from .runtime import Dist, atomic_write, autocast_for, init_distributed, machine_description, \
     remove_stale_temp_files
-from .weights import is_number, read_metadata, save_weights
+from .weights import is_number, load_model, read_metadata, save_weights
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "public_loss", "public_acc", "seconds",
                   "images_per_second")
+# The settings that make the network; --init-from takes those not given from the weights it starts from.
+MODEL_SETTINGS = ("arch", "dropout", "head_dropout", "stem", "norm")
 CHECKPOINT_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "seconds": float,
                      "best_acc": float, "history": list, "args": dict, "rng": dict}
 
@@ -55,6 +60,11 @@ def paths_for(out) -> dict[str, Path]:
     out = Path(out)
     return {"weights": out, "history": out.with_suffix(".history.csv"),
             "checkpoint": out.parent / "checkpoints" / out.stem / "last.pt"}
+
+
+def tensorboard_dir(out) -> Path:
+    out = Path(out)
+    return out.parent / "tensorboard" / out.stem
 
 
 def lr_at(progress: float, peak: float, warmup: float) -> float:
@@ -250,14 +260,20 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
         if earlier and not cfg.force:
             raise ConfigError(f"{quote(earlier[0])} belongs to an earlier run of --out {quote(cfg.out)}: --resume "
                               f"it, choose another --out, or --force (notebook 02: force = True) to start over")
+        if cfg.init_from is not None:
+            cfg = adopt_network(cfg, explicit)
+        check_input_size(cfg.model_config())
         return cfg, None
     if not files["checkpoint"].exists():
         raise ConfigError(f"nothing to resume: no checkpoint at {quote(files['checkpoint'])}")
     checkpoint = load_checkpoint(files["checkpoint"])
+    notes = []
     try:
-        stored = TrainConfig.from_dict(checkpoint["args"])
+        stored = TrainConfig.from_dict(checkpoint["args"], notes)
     except ConfigError as e:
         raise WeightsError(f"cannot resume from {quote(files['checkpoint'])}: {e}") from None
+    for note in notes:
+        print(f"note: {note}")
     differing = stored.differences(cfg, None if explicit is None else explicit)
     if differing:
         name = differing[0]
@@ -265,8 +281,54 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
         raise ConfigError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the "
                           f"checkpoint's {getattr(stored, name)!r}; only {may_change} may change")
     taken = {k: getattr(cfg, k) for k in RESUMABLE if explicit is None or k in explicit}
-    resumed = TrainConfig(**{**stored.to_dict(), **taken, "out": cfg.out, "resume": True})
+    resumed = dataclasses.replace(stored, **{**taken, "out": cfg.out, "resume": True})
     return resumed.validate(), checkpoint
+
+
+def adopt_network(cfg: TrainConfig, explicit: set[str] | None) -> TrainConfig:
+    """--init-from: the run's network is the weights' own, but for the model settings given explicitly (all,
+    from Python), which must build a network with the weights' tensors: resnet50 and resnet50_dropout share
+    them, another stem, norm or head does not."""
+    source = ModelConfig.from_dict(read_metadata(cfg.init_from)["config"])
+    taken = {k: getattr(source, k) for k in MODEL_SETTINGS if explicit is not None and k not in explicit}
+    if "arch" not in taken and cfg.arch != source.arch:
+        taken.pop("dropout", None)  # the p after every activation belongs to resnet50_dropout: another arch has its own
+    adopted = dataclasses.replace(cfg, **taken).validate()
+    shapes = [{k: v.shape for k, v in build_model(c).state_dict().items()} for c in (source, adopted.model_config())]
+    if shapes[0] != shapes[1]:
+        ours = adopted.model_config()
+        differing = [k for k in MODEL_SETTINGS[2:] if getattr(source, k) != getattr(ours, k)] or ["arch"]
+        raise ConfigError(f"--init-from {quote(cfg.init_from)} is a {source.arch} with {differing[0]} "
+                          f"{getattr(source, differing[0])!r}, and its tensors do not fit this run's "
+                          f"{differing[0]} {getattr(ours, differing[0])!r}: leave --{differing[0].replace('_', '-')} "
+                          f"out to use the weights' own")
+    return adopted
+
+
+def open_tensorboard(cfg: TrainConfig, first_epoch: int):
+    """A SummaryWriter for the run's event files, or None where TensorBoard is not installed. A resumed run
+    purges what an earlier stretch logged past its checkpoint; a fresh run (--force) starts a clean log."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    folder = tensorboard_dir(cfg.out)
+    if first_epoch == 0:
+        for old in folder.glob("events.out.tfevents.*"):
+            old.unlink()
+    writer = SummaryWriter(log_dir=str(folder), purge_step=first_epoch + 1 if first_epoch else None)
+    if first_epoch == 0:
+        writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in cfg.to_dict().items()))
+    return writer
+
+
+def log_epoch(writer, row: dict) -> None:
+    if writer is None:
+        return
+    for tag, key in (("loss/train", "train_loss"), ("loss/public", "public_loss"), ("accuracy/train", "train_acc"),
+                     ("accuracy/public", "public_acc"), ("lr", "lr"), ("images_per_second", "images_per_second")):
+        writer.add_scalar(tag, row[key], row["epoch"])
+    writer.flush()
 
 
 def check_writable(files: dict[str, Path]) -> None:
@@ -299,6 +361,8 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     images_u8, labels = train_set.images.to(device), train_set.labels.to(device)
 
     model = build_model(model_cfg)
+    if cfg.init_from is not None and checkpoint is None:  # a resumed run's own weights come from its checkpoint
+        model.load_state_dict(load_model(cfg.init_from).state_dict())
     if dist.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=torch.channels_last)
@@ -335,6 +399,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     log(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
         f"{len(train_set)} train, {len(val_set)} PublicTest images" + (f", {dist.world} processes" if dist.enabled
                                                                        else "") + f"; weights -> {cfg.out}")
+    writer = open_tensorboard(cfg, state["epoch"]) if dist.rank == 0 else None
     wrote_weights = False
     while state["epoch"] < cfg.epochs:
         epoch_start = time.perf_counter()
@@ -369,12 +434,15 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
             wrote_weights = True
         save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator, ema)
         write_history(files["history"], state["history"])
+        log_epoch(writer, row)
         print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
               f"PublicTest loss {row['public_loss']:.4f} acc {row['public_acc']:.4f} | lr {row['lr']:.4f} | "
               f"{row['images_per_second']:.0f} img/s | {row['seconds']:.0f} s", flush=True)
         dist.from_rank0(state["seconds"])
         if stats["finished"]:
             break
+    if writer is not None:
+        writer.close()
     if dist.enabled:
         torch.distributed.destroy_process_group()
     if wrote_weights or (checkpoint is not None and files["weights"].exists()):

@@ -1,0 +1,102 @@
+"""Stored configs carry a version and older ones load (the shipped weights' own); --init-from fine-tunes from
+a weights file; every training run writes TensorBoard event files where TensorBoard is installed."""
+import pytest
+import torch
+from safetensors import safe_open
+
+from fer.cli import main
+from fer.config import CONFIG_VERSION, TrainConfig
+from fer.errors import ConfigError
+from fer.paths import DEFAULT_WEIGHTS
+from fer.train import paths_for, tensorboard_dir
+from fer.weights import read_metadata
+from tests.test_hostile_inputs import one_line_error, run, tiny_train_args
+
+
+def test_the_shipped_weights_stored_config_loads_with_a_note_of_what_was_filled_in():
+    stored = read_metadata(DEFAULT_WEIGHTS)["train_config"]
+    assert "version" not in stored and "model" in stored  # written before configs had a version
+    notes = []
+    cfg = TrainConfig.from_dict(stored, notes)
+    assert cfg.arch == "resnet50_dropout" and cfg.dropout == 0.05 and cfg.time_budget == 5300
+    assert cfg.amp is True and cfg.norm == "batch" and cfg.ema_decay == 0.0  # what that version did
+    [note] = notes
+    assert "version 1" in note and all(name in note for name in ("amp=True", "norm='batch'", "ema_decay=0.0"))
+
+
+def test_a_config_round_trips_with_its_version_and_no_note():
+    cfg = TrainConfig(arch="resnet50", head_dropout=0.3, lr=3e-4)
+    stored = cfg.to_dict()
+    assert stored["version"] == CONFIG_VERSION
+    notes = []
+    assert TrainConfig.from_dict(stored, notes) == cfg and notes == []
+
+
+@pytest.mark.parametrize("version, message", [(CONFIG_VERSION + 1, "newer fer"), ("2", "not a whole number"),
+                                              (True, "not a whole number"), (0, "not a whole number")])
+def test_a_config_of_an_unknown_version_is_refused(version, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "version": version})
+
+
+def test_a_damaged_current_config_is_still_refused():
+    stored = TrainConfig().to_dict()
+    stored.pop("lr")  # lr has always been there: its absence is damage, not age
+    with pytest.raises(ConfigError, match="lacks lr"):
+        TrainConfig.from_dict(stored)
+
+
+def test_from_settings_takes_augmentation_fields_by_name():
+    cfg = TrainConfig.from_settings(arch="resnet50", erase_prob=0.0, flip=False)
+    assert cfg.augment.erase_prob == 0.0 and cfg.augment.flip is False and cfg.augment.max_rotate_deg == 10.0
+    with pytest.raises(ConfigError, match="did you mean 'erase_prob'"):
+        TrainConfig.from_settings(erase_probability=0.1)
+
+
+def tensor(path, name):
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(name)
+
+
+def test_init_from_the_shipped_weights_fine_tunes_them(fer_folder, tmp_path, capsys):
+    """No --model given: the network is the weights' own (resnet50_dropout, p 0.05). The one step is taken in
+    warm-up at lr 0, so the trained weights must still be exactly the shipped ones."""
+    out = tmp_path / "tuned.safetensors"
+    args = [a for a in tiny_train_args(fer_folder, "--out", out, "--init-from", DEFAULT_WEIGHTS) if a != "resnet50"]
+    args.remove("--arch")
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    meta = read_metadata(out)
+    assert meta["config"]["arch"] == "resnet50_dropout" and meta["config"]["dropout"] == 0.05
+    assert meta["train_config"]["init_from"] == str(DEFAULT_WEIGHTS)
+    for name in ("conv1.weight", "layer3.2.conv2.weight", "fc.weight"):
+        assert torch.equal(tensor(out, name), tensor(DEFAULT_WEIGHTS, name)), name
+
+
+def test_init_from_weights_that_do_not_fit_the_network_asked_for_is_one_line(fer_folder, tmp_path, capsys):
+    code, _, err = run(tiny_train_args(fer_folder, "--out", tmp_path / "m.safetensors", "--init-from", DEFAULT_WEIGHTS,
+                                       "--stem", "cifar"), capsys)
+    assert code == 2 and one_line_error(err) and "--init-from" in err and "stem" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_plain_resnet50_starts_from_the_dropout_models_weights(fer_folder, tmp_path, capsys):
+    """resnet50 and resnet50_dropout share every tensor: the ablation can start both from one model."""
+    out = tmp_path / "plain.safetensors"
+    code, _, err = run(tiny_train_args(fer_folder, "--out", out, "--init-from", DEFAULT_WEIGHTS), capsys)
+    assert code == 0, err
+    assert read_metadata(out)["config"]["arch"] == "resnet50"
+    assert torch.equal(tensor(out, "conv1.weight"), tensor(DEFAULT_WEIGHTS, "conv1.weight"))
+
+
+def test_training_writes_tensorboard_events_and_a_resume_continues_them(fer_folder, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path / "m.safetensors"
+    assert run(tiny_train_args(fer_folder, "--out", out), capsys)[0] == 0
+    assert run(tiny_train_args(fer_folder, "--out", out, "--resume", "--epochs", "2"), capsys)[0] == 0
+    events = EventAccumulator(str(tensorboard_dir(out))).Reload()
+    assert {"loss/train", "loss/public", "accuracy/train", "accuracy/public", "lr",
+            "images_per_second"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("accuracy/public")] == [1, 2]
+    assert paths_for(out)["weights"].is_file()

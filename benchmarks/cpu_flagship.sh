@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU flagship's long run (issue 20): the recipe the pilots chose (benchmarks/cpu_pilots.sh), one time
+# The CPU flagship's long run (issue 20): the recipe the pilots chose (experiments/cpu_pilots.toml), one time
 # budget of 7 hours of training, run in stretches. Start it, stop it (kill; it resumes from the last epoch's
 # checkpoint), start it again: the schedule continues from the training time already spent.
 #

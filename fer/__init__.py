@@ -1,12 +1,18 @@
-"""Facial-expression recognition on FER-2013 with ResNet50: data, models, training, prediction, charts."""
-from .datasets import load_split
-from .errors import ConfigError, DataError, FerError, WeightsError
-from .model import ModelConfig, build_model
-from .paths import DEFAULT_WEIGHTS
-from .predict import predict, predict_files, predict_image
-from .preprocess import CLASSES, preprocess_face
-from .weights import load_model, save_weights
+"""Facial-expression recognition on FER-2013 with ResNet50: data, models, training, prediction, charts.
 
-__all__ = ["CLASSES", "DEFAULT_WEIGHTS", "ConfigError", "DataError", "FerError", "ModelConfig", "WeightsError",
-           "build_model", "load_model", "load_split", "predict", "predict_files", "predict_image",
-           "preprocess_face", "save_weights"]
+The names below are imported on first use (PEP 562), so that `python -m fer --help` and `import fer.cli`
+do not load torch, torchvision and OpenCV.
+"""
+import importlib
+
+_HOMES = {"load_split": "datasets", "ConfigError": "errors", "DataError": "errors", "FerError": "errors",
+          "WeightsError": "errors", "ModelConfig": "model", "build_model": "model", "DEFAULT_WEIGHTS": "paths",
+          "predict": "predict", "predict_files": "predict", "predict_image": "predict", "CLASSES": "preprocess",
+          "preprocess_face": "preprocess", "load_model": "weights", "save_weights": "weights"}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'fer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

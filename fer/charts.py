@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 
@@ -69,6 +70,48 @@ def plot_accuracy_vs_hours(histories: dict[str, str | Path | pd.DataFrame], titl
     ax.set(xlabel="hours of training, evaluation included", ylabel="PublicTest accuracy", title=title or None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(histories: dict[str, pd.DataFrame], groups: dict[str, str], table: pd.DataFrame,
+               title: str = "") -> plt.Figure:
+    """A sweep at a glance. Left: PublicTest accuracy per epoch of every run, one colour per setting, one line
+    style per seed. Right: each setting's best PublicTest accuracy, a dot per seed and a bar at their mean, so
+    a difference smaller than the seeds' spread shows as one. `groups`: run name -> its setting's label;
+    `table`: fer.sweep.results (run, seed, status, best_public_acc)."""
+    labels = list(dict.fromkeys(groups.values()))
+    seeds = sorted(table["seed"].unique())
+    styles = ["-", "--", ":", "-."]
+    fig, (ax_curves, ax_best) = plt.subplots(1, 2, figsize=(12, 0.9 + max(3.6, 0.35 * len(labels))),
+                                             gridspec_kw={"width_ratios": [1.3, 1]})
+    for name, df in histories.items():
+        color = f"C{labels.index(groups[name]) % 10}"
+        seed = table.loc[table["run"] == name, "seed"].iloc[0]
+        ax_curves.plot(df["epoch"], df["public_acc"], styles[seeds.index(seed) % 4], color=color,
+                       marker="o" if len(df) <= 30 else None, ms=3)
+    ax_curves.set(xlabel="epoch", ylabel="PublicTest accuracy", title="every run (colour: setting, line: seed)")
+    ax_curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_curves.grid(alpha=0.3)
+    for i, label in enumerate(labels):
+        runs = [n for n, g in groups.items() if g == label]
+        rows = table[table["run"].isin(runs)]
+        done = rows[rows["status"] == "done"]["best_public_acc"]
+        y = len(labels) - 1 - i
+        ax_best.plot(done, [y] * len(done), "o", color=f"C{i % 10}", ms=6, alpha=0.8)
+        if len(done):
+            ax_best.plot([done.mean()] * 2, [y - 0.3, y + 0.3], "-", color=f"C{i % 10}", lw=2.5)
+        failed = (rows["status"] == "failed").sum()
+        text = f"{done.mean():.1%} ± {done.std():.1%}" if len(done) > 1 else \
+            f"{done.mean():.1%}" if len(done) else "no finished run"
+        ax_best.annotate(text + (f" ({failed} failed)" if failed else ""), (1.0, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                         va="center", fontsize=8)
+    ax_best.set_yticks(range(len(labels)), labels[::-1], fontsize=8)
+    ax_best.set_ylim(-0.7, len(labels) - 0.3)
+    ax_best.set(xlabel="best PublicTest accuracy", title="per setting: seeds (dots) and mean (bar)")
+    ax_best.grid(alpha=0.3, axis="x")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 

@@ -1,4 +1,6 @@
-"""`python -m fer {train,evaluate,predict,calibrate}`. Bad input: one line on stderr and exit code 2."""
+"""`python -m fer {train,sweep,evaluate,calibrate,export,video,predict}`.
+
+Bad input: one line on stderr and exit code 2."""
 from __future__ import annotations
 
 import argparse
@@ -42,19 +44,57 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    from .config import add_train_arguments
-    from .datasets import SPLITS
-    from .explain import LAYERS
-    from .preprocess import CLASSES
+# The commands and their one-line help. Each one's options are built (add_<command>_arguments) only for the
+# command asked for: they import torch, torchvision and OpenCV, which `python -m fer --help` does not need.
+COMMANDS = {
+    "train": "train a model; best-on-PublicTest weights go to --out",
+    "sweep": "a grid of training runs from a spec (experiments/*.toml), compared in one table and chart; "
+             "resumes where it stopped",
+    "evaluate": "accuracy, per-class recall and confusion matrix on face crops",
+    "calibrate": "fit a temperature on PublicTest and store it in the weights",
+    "export": "write the ONNX model of a weights file (float32, or int8 with --int8)",
+    "video": "follow and label the faces of a video file or a camera over time",
+    "predict": "find faces in photos and label their expressions",
+}
+
+
+def get_args_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the options of `command` only (None: of every command)."""
     parser = Parser(prog="python -m fer", description="FER-2013 facial-expression recognition "
-                                     "with ResNet50: train, evaluate, predict, calibrate.")
+                                     "with ResNet50: train, sweep, evaluate, calibrate, export, video, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
+    builders = {"train": add_train_arguments, "sweep": add_sweep_arguments, "evaluate": add_evaluate_arguments,
+                "calibrate": add_calibrate_arguments, "export": add_export_arguments, "video": add_video_arguments,
+                "predict": add_predict_arguments}
+    for name, help_text in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if command in (None, name):
+            builders[name](command_parser)
+    return parser
 
-    t = sub.add_parser("train", help="train a model; best-on-PublicTest weights go to --out")
-    add_train_arguments(t)
 
-    e = sub.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix on face crops")
+def add_train_arguments(t: argparse.ArgumentParser) -> None:
+    from .config import add_train_arguments as add_config_fields
+    add_config_fields(t)
+
+
+def add_sweep_arguments(w: argparse.ArgumentParser) -> None:
+    w.add_argument("spec", help="a TOML spec: name, seeds, [base], [grid], [[run]] (see fer/sweep.py)")
+    w.add_argument("--data", default=None, help="every run's data set (default: the spec's, $FER_DATA, dataset_1/)")
+    w.add_argument("--engine", choices=("auto", "notebook", "train"), default="auto",
+                   help="notebook: notebook 02 through papermill; train: python -m fer train; "
+                        "auto: notebook where papermill is installed (default)")
+    w.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default 1)")
+    w.add_argument("--devices", default=None, metavar="LIST",
+                   help="one device per job slot, comma-separated (e.g. cuda:0,cuda:1)")
+    w.add_argument("--out", default=None, help="the sweep's folder (default: runs/sweeps/<name>)")
+    w.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="replace a base setting of the spec (repeatable): --set time_budget=400 --set device=cpu")
+    w.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
+
+
+def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
+    from .datasets import SPLITS
     e.add_argument("data", help="folder, zip or CSV of face crops")
     e.add_argument("--split", choices=SPLITS, default=None,
                    help="default: public for FER-2013 layouts, all for a plain <class>/ folder")
@@ -62,20 +102,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=positive_int, default=256)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
-    c = sub.add_parser("calibrate", help="fit a temperature on PublicTest and store it in the weights")
+
+def add_calibrate_arguments(c: argparse.ArgumentParser) -> None:
+    from .datasets import SPLITS
     c.add_argument("data", help="a FER-2013 source with a PublicTest split")
     c.add_argument("--weights", default=None, help="the weights file to calibrate (default: the shipped one)")
     c.add_argument("--report", choices=SPLITS, default=None,
                    help="also report calibration error on this split (e.g. private), before and after")
     c.add_argument("--chart", default=None, help="write a reliability diagram of --report here (PNG)")
 
-    x = sub.add_parser("export", help="write the ONNX model of a weights file (float32, or int8 with --int8)")
+
+def add_export_arguments(x: argparse.ArgumentParser) -> None:
     x.add_argument("--weights", default=None, help="the weights file (default: the shipped one)")
     x.add_argument("--int8", action="store_true", help="statically quantized int8, calibrated on training crops")
     x.add_argument("--data", default=None, help="FER-2013 source of the calibration crops (--int8)")
     x.add_argument("--out", default=None, help="default: the cache (float32), NAME.int8.onnx beside the weights")
 
-    v = sub.add_parser("video", help="follow and label the faces of a video file or a camera over time")
+
+def add_video_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("video", nargs="?", help="any video OpenCV reads (mp4, avi, mov, webm, ...)")
     v.add_argument("--camera", type=int, default=None, metavar="N", help="camera N instead of a file (q quits)")
     add_weights_arguments(v, tta=False)
@@ -89,7 +133,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print a summary as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("predict", help="find faces in photos and label their expressions")
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    from .explain import LAYERS
+    from .preprocess import CLASSES
     p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
     add_weights_arguments(p)
     add_detector_arguments(p)
@@ -98,10 +145,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also write each photo's Grad-CAM overlay (NAME.cam.jpg) into --out")
     p.add_argument("--explain-class", choices=CLASSES, default=None,
                    help="the class to explain (default: each face's predicted class)")
-    p.add_argument("--explain-layer", choices=LAYERS, default=None,
-                   help="the ResNet stage (default: the deepest with a grid of at least 6 x 6)")
+    p.add_argument("--explain-layer", default=None, metavar="STAGE",
+                   help=f"the network's stage (a ResNet's: {', '.join(LAYERS)}, layer1; default: the deepest "
+                        f"with a grid of at least 6 x 6)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    return parser
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +187,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg quiet, read when OpenCV is first imported
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
-        args = get_args_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        command = argv[0] if argv and argv[0] in COMMANDS else ""  # "": no command's options (--help, a typo)
+        args = get_args_parser(command).parse_args(argv)
     except SystemExit as e:  # --help (0), or a usage error already printed in one line (2)
         return e.code
     # The promise is one line on stderr: libraries' warnings about inputs that are handled anyway (Pillow's
@@ -148,7 +197,7 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            commands = {"train": run_train, "evaluate": run_evaluate, "calibrate": run_calibrate,
+            commands = {"train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "calibrate": run_calibrate,
                         "predict": run_predict, "export": run_export, "video": run_video}
             return commands[args.command](args)
         except (FerError, OSError) as e:
@@ -165,6 +214,21 @@ def run_train(args) -> int:
     cfg, explicit = config_from_args(args)
     train(cfg, explicit)
     return 0
+
+
+def run_sweep(args) -> int:
+    """Exit 0 when every run is done, 1 when some failed (their errors are in the results table)."""
+    from . import sweep
+    runs = sweep.plan(sweep.read_spec(args.spec), args.data, args.out, sweep.parse_overrides(args.set))
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.status()['status']:>10}  {run.folder}")
+        return 0
+    sweep.run_sweep(runs, args.engine, args.jobs, args.devices.split(",") if args.devices else None)
+    table, means, chart = sweep.report(runs, runs[0].folder.parent)
+    print(sweep.markdown(means) + f"runs: {len(table)}, done: {(table['status'] == 'done').sum()}; results.csv, "
+          f"summary.csv and {chart.name} in {runs[0].folder.parent}")
+    return 0 if (table["status"] == "done").all() else 1
 
 
 def load_engines(args) -> list:

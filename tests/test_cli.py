@@ -117,3 +117,20 @@ def test_detector_settings_on_the_command_line(tmp_path, untrained_weights, caps
     assert code == 0 and not json.loads(out)["results"][0]["face_found"]  # the face is smaller than asked
     code, _, err = run(["predict", PORTRAITS[0], "--weights", untrained_weights, "--min-score", "1.5"], capsys)
     assert code == 2 and "--min-score" in err and err.count("\n") == 1
+
+
+def test_the_top_level_help_loads_neither_torch_nor_opencv():
+    """`python -m fer --help` answers without importing the heavy libraries (they take seconds to load); a
+    command's own --help builds that command's options only."""
+    script = ("import sys, contextlib, io\nfrom fer.cli import main\n"
+              "with contextlib.redirect_stdout(io.StringIO()) as out:\n    code = main(['--help'])\n"
+              "print(code, 'torch' in sys.modules, 'cv2' in sys.modules, 'train' in out.getvalue())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.stdout.split() == ["0", "False", "False", "True"], done.stderr
+
+
+def test_each_command_still_has_all_its_options(capsys):
+    for command, option in (("train", "--head-dropout"), ("sweep", "--jobs"), ("predict", "--explain-layer"),
+                            ("video", "--max-rate"), ("evaluate", "--tta")):
+        assert main([command, "--help"]) == 0
+        assert option in capsys.readouterr().out, command

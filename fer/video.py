@@ -1,10 +1,13 @@
 """Emotions over time: every face of a video (or the webcam) found, followed and labelled, frame by frame.
 
 The faces of a frame go through the same detection, crop and classifier as a photo (`fer.predict`), batched.
-A tracker keeps each face's identity across frames (box overlap, then distance to where its motion says it
-should be; a face lost for up to `max_missing` seconds keeps its id), and each face's probabilities are
-smoothed over time with an exponential moving average of time constant `smoothing` seconds, so that its
-label does not flicker. The CSV keeps the raw and the smoothed probabilities: one row per frame and face.
+A tracker keeps each face's identity across frames: box overlap and the distance to where its motion says it
+should be, checked against its appearance (a colour histogram of the face). A face lost for up to
+`max_missing` seconds (hidden behind another) gets its id back near where it should be, one lost for up to
+`remember` seconds (out of the frame, say) gets it back wherever it reappears if it looks the same, and a box
+that overlaps where one face should be but looks like another does not take its id. Each face's
+probabilities are smoothed over time with an exponential moving average of time constant `smoothing` seconds,
+so that its label does not flicker. The CSV keeps the raw and the smoothed probabilities: one row per frame and face.
 
 Outputs are written to temp files and renamed when the video is done: an interrupted run leaves
 NAME.partial.mp4 / .partial.csv (playable, readable), never a file that looks complete and is not.
@@ -42,8 +45,15 @@ class VideoConfig:
     # by time, not by frame count, keeps a low-frame-rate clip's gaps as short as they are in the clip.
     max_rate: float | None = None
     smoothing: float = 0.5         # seconds: the time constant of each face's moving average
-    max_missing: float = 1.0       # seconds a lost face keeps its id
+    max_missing: float = 1.0       # seconds a lost face keeps its id by where it should be
+    remember: float = 5.0          # seconds a lost face keeps its id by how it looks (see same_face)
     min_iou: float = 0.2           # box overlap that counts as the same face without asking its motion
+    # Correlation of two faces' hue-saturation histograms (cv2.compareHist): at least same_face, a lost face
+    # may come back anywhere in the frame; under different_face, two boxes are never the same face, however
+    # they overlap. Measured on the demo clip's two portraits: 1.00 for a face with itself in any frame and
+    # at any size, 0.05 between the two.
+    same_face: float = 0.5
+    different_face: float = 0.2
     detector: DetectorConfig = DetectorConfig()
 
 
@@ -54,6 +64,23 @@ class Track:
     seen: float                    # seconds
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
     smooth: np.ndarray | None = None
+    appearance: np.ndarray | None = None  # its face's colour histogram, a slow moving average
+
+
+def appearance(frame_bgr: np.ndarray, box) -> np.ndarray | None:
+    """A face's colour histogram (hue x saturation, 16 x 8 bins, L2-normalized) inside its box; None for a box
+    with no pixels in the frame. Hue and saturation change little with a face's size, pose and brightness."""
+    height, width = frame_bgr.shape[:2]
+    x, y, w, h = (int(round(v)) for v in box)
+    roi = frame_bgr[max(0, y):min(height, y + h), max(0, x):min(width, x + w)]
+    if roi.size == 0:
+        return None
+    hist = cv2.calcHist([cv2.cvtColor(roi, cv2.COLOR_BGR2HSV)], [0, 1], None, [16, 8], [0, 180, 0, 256])
+    return cv2.normalize(hist, None).flatten()
+
+
+def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    return None if a is None or b is None else float(cv2.compareHist(a, b, cv2.HISTCMP_CORREL))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -73,10 +100,12 @@ class FaceTracker:
         self.next_id = 1
         self.thumbnails: dict[int, tuple[float, np.ndarray]] = {}  # face id: (detector score, RGB picture)
 
-    def update(self, boxes, t: float) -> list[Track]:
-        """The tracks of `boxes` (seen at time t), in the same order."""
-        self.tracks = [tr for tr in self.tracks if t - tr.seen <= self.cfg.max_missing]
+    def update(self, boxes, t: float, appearances=None) -> list[Track]:
+        """The tracks of `boxes` (seen at time t), in the same order. appearances: each box's `appearance`
+        (None: position and motion alone decide, as for a caller without the frame)."""
+        self.tracks = [tr for tr in self.tracks if t - tr.seen <= max(self.cfg.max_missing, self.cfg.remember)]
         boxes = [np.asarray(b, dtype=float) for b in boxes]
+        appearances = list(appearances) if appearances is not None else [None] * len(boxes)
         pairs = []
         for i, box in enumerate(boxes):
             for j, track in enumerate(self.tracks):
@@ -84,9 +113,16 @@ class FaceTracker:
                 predicted[:2] += track.velocity * (t - track.seen)
                 overlap = iou(box, predicted)
                 distance = math.dist(_centre(box), _centre(predicted)) / max(track.box[2], track.box[3], 1)
-                # The longer a face was lost, the further from its predicted place it may come back.
-                if overlap >= self.cfg.min_iou or distance < 0.6 + (t - track.seen) / self.cfg.max_missing:
-                    pairs.append((-overlap, distance, i, j))  # most overlap first, then the nearest
+                alike = similarity(appearances[i], track.appearance)
+                if alike is not None and alike < self.cfg.different_face:
+                    continue  # overlapping or near, it is another face (crossing in front of this one)
+                # The longer a face was lost, the further from its predicted place it may come back; a face
+                # that looks the same may come back anywhere.
+                near = t - track.seen <= self.cfg.max_missing and (
+                    overlap >= self.cfg.min_iou or distance < 0.6 + (t - track.seen) / self.cfg.max_missing)
+                if near or (alike is not None and alike >= self.cfg.same_face):
+                    # the most overlap and the most alike first, then the nearest
+                    pairs.append((-(overlap + (alike or 0.0)), distance, i, j))
         assigned: dict[int, Track] = {}
         used: set[int] = set()
         for _, _, i, j in sorted(pairs):
@@ -97,14 +133,18 @@ class FaceTracker:
         for i, box in enumerate(boxes):
             track = assigned.get(i)
             if track is None:
-                track = Track(self.next_id, box, t)
+                track = Track(self.next_id, box, t, appearance=appearances[i])
                 self.next_id += 1
                 self.tracks.append(track)
             else:
                 dt = max(t - track.seen, 1e-6)
                 moved = (_centre(box) - _centre(track.box)) / dt
-                track.velocity = 0.5 * track.velocity + 0.5 * moved
+                # A face back after a gap may be far from where it was lost: its old motion says nothing.
+                track.velocity = 0.5 * track.velocity + 0.5 * moved if dt <= 0.25 else np.zeros(2)
                 track.box, track.seen = box, t
+                if appearances[i] is not None:
+                    track.appearance = appearances[i] if track.appearance is None else \
+                        cv2.normalize(0.8 * track.appearance + 0.2 * appearances[i], None).flatten()
             result.append(track)
         return result
 
@@ -319,7 +359,8 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTr
                           temperature=None).numpy()
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
-    for face, track, p in zip(faces, tracker.update([f.box for f in faces], t), probs):
+    tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])
+    for face, track, p in zip(faces, tracks, probs):
         smoothed = smooth(track, p, t - previous.get(track.face_id, t), cfg.smoothing)
         row = {"time_s": round(t, 3), "frame": frame_index, "face_id": track.face_id,
                **dict(zip(("x", "y", "w", "h"), face.box)), "score": face.score,

@@ -53,7 +53,7 @@ for run in "$SWEEP"/*/; do
   cp "$run/model.history.csv" "$report/$name.history.csv" 2>/dev/null || true
 done
 tar -czf "$OUT/report.tar.gz" -C "$report" .
-best=$(python3 -c "import pandas; t = pandas.read_csv('$SWEEP/results.csv'); print(t.loc[t.best_public_acc.idxmax(), 'name'])")
+best=$(python3 -c "import pandas; t = pandas.read_csv('$SWEEP/results.csv'); print(t.loc[t.best_val_acc.idxmax(), 'name'])")
 echo "best on PublicTest: $best"
 send "$best"
 ls -l "$OUT" "$OUT/parts"

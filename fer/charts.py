@@ -13,17 +13,18 @@ from .paths import charts_dir
 from .preprocess import CLASSES
 from .runtime import atomic_write
 
-# History CSVs written before the PublicTest columns had their name.
-OLD_HISTORY_COLUMNS = {"val_loss": "public_loss", "val_acc": "public_acc"}
+# History CSVs written while the selection split was always PublicTest, and named so.
+OLD_HISTORY_COLUMNS = {"public_loss": "val_loss", "public_acc": "val_acc"}
 
 
 def read_history(path) -> pd.DataFrame:
     return pd.read_csv(path).rename(columns=OLD_HISTORY_COLUMNS)
 
 
-def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "") -> plt.Figure:
-    """Loss and accuracy per epoch, train (dashed) vs PublicTest (solid), one colour per run; the best
-    PublicTest accuracy of each run is marked and named in the legend. Markers show every epoch, so a
+def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "",
+                 val_name: str = "PublicTest") -> plt.Figure:
+    """Loss and accuracy per epoch, train (dashed) vs the selection split (solid; `val_name`), one colour per run;
+    the best selection accuracy of each run is marked and named in the legend. Markers show every epoch, so a
     one-epoch run is a visible point, not an empty chart."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = 1
@@ -32,14 +33,14 @@ def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "
         df = df.rename(columns=OLD_HISTORY_COLUMNS)
         color, marker = f"C{i}", "o" if len(df) <= 30 else None
         epochs = max(epochs, int(df["epoch"].max()))
-        best = df["public_acc"].idxmax()
+        best = df["val_acc"].idxmax()
         ax_loss.plot(df["epoch"], df["train_loss"], "--", color=color, marker=marker, ms=3, label=f"{name} train")
-        ax_loss.plot(df["epoch"], df["public_loss"], "-", color=color, marker=marker, ms=3,
-                     label=f"{name} PublicTest")
+        ax_loss.plot(df["epoch"], df["val_loss"], "-", color=color, marker=marker, ms=3,
+                     label=f"{name} {val_name}")
         ax_acc.plot(df["epoch"], df["train_acc"], "--", color=color, marker=marker, ms=3, label=f"{name} train")
-        ax_acc.plot(df["epoch"], df["public_acc"], "-", color=color, marker=marker, ms=3,
-                    label=f"{name} PublicTest (best {df['public_acc'][best]:.1%}, epoch {df['epoch'][best]})")
-        ax_acc.plot(df["epoch"][best], df["public_acc"][best], "*", color=color, ms=12)
+        ax_acc.plot(df["epoch"], df["val_acc"], "-", color=color, marker=marker, ms=3,
+                    label=f"{name} {val_name} (best {df['val_acc'][best]:.1%}, epoch {df['epoch'][best]})")
+        ax_acc.plot(df["epoch"][best], df["val_acc"][best], "*", color=color, ms=12)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -55,19 +56,19 @@ def plot_history(histories: dict[str, str | Path | pd.DataFrame], title: str = "
 
 
 def plot_accuracy_vs_hours(histories: dict[str, str | Path | pd.DataFrame], title: str = "",
-                           reference: dict[str, float] | None = None) -> plt.Figure:
-    """PublicTest accuracy against the hours of training (evaluation included) that bought it, one line per
+                           reference: dict[str, float] | None = None, val_name: str = "PublicTest") -> plt.Figure:
+    """Selection-split (`val_name`) accuracy against the hours of training (evaluation included) that bought it, one line per
     run: what a machine buys on FER-2013. `reference`: horizontal lines, e.g. another model's accuracy."""
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for i, (name, history) in enumerate(histories.items()):
         df = history if isinstance(history, pd.DataFrame) else read_history(history)
-        best = df["public_acc"].idxmax()
-        ax.plot(df["seconds"] / 3600, df["public_acc"], "-", color=f"C{i}", marker="o" if len(df) <= 40 else None,
-                ms=3, label=f"{name} (best {df['public_acc'][best]:.1%} after {df['seconds'][best] / 3600:.2f} h)")
-        ax.plot(df["seconds"][best] / 3600, df["public_acc"][best], "*", color=f"C{i}", ms=12)
+        best = df["val_acc"].idxmax()
+        ax.plot(df["seconds"] / 3600, df["val_acc"], "-", color=f"C{i}", marker="o" if len(df) <= 40 else None,
+                ms=3, label=f"{name} (best {df['val_acc'][best]:.1%} after {df['seconds'][best] / 3600:.2f} h)")
+        ax.plot(df["seconds"][best] / 3600, df["val_acc"][best], "*", color=f"C{i}", ms=12)
     for j, (name, value) in enumerate((reference or {}).items()):
         ax.axhline(value, color="0.4", ls=(0, (4, 2 + 2 * j)), lw=1, label=f"{name} ({value:.1%})")
-    ax.set(xlabel="hours of training, evaluation included", ylabel="PublicTest accuracy", title=title or None)
+    ax.set(xlabel="hours of training, evaluation included", ylabel=f"{val_name} accuracy", title=title or None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     fig.tight_layout()
@@ -75,11 +76,11 @@ def plot_accuracy_vs_hours(histories: dict[str, str | Path | pd.DataFrame], titl
 
 
 def plot_sweep(histories: dict[str, pd.DataFrame], groups: dict[str, str], table: pd.DataFrame,
-               title: str = "") -> plt.Figure:
-    """A sweep at a glance. Left: PublicTest accuracy per epoch of every run, one colour per setting, one line
-    style per seed. Right: each setting's best PublicTest accuracy, a dot per seed and a bar at their mean, so
+               title: str = "", val_name: str = "PublicTest") -> plt.Figure:
+    """A sweep at a glance. Left: selection-split (`val_name`) accuracy per epoch of every run, one colour per setting, one line
+    style per seed. Right: each setting's best accuracy there, a dot per seed and a bar at their mean, so
     a difference smaller than the seeds' spread shows as one. `groups`: run name -> its setting's label;
-    `table`: fer.sweep.results (run, seed, status, best_public_acc)."""
+    `table`: fer.sweep.results (run, seed, status, best_val_acc)."""
     labels = list(dict.fromkeys(groups.values()))
     seeds = sorted(table["seed"].unique())
     styles = ["-", "--", ":", "-."]
@@ -88,15 +89,15 @@ def plot_sweep(histories: dict[str, pd.DataFrame], groups: dict[str, str], table
     for name, df in histories.items():
         color = f"C{labels.index(groups[name]) % 10}"
         seed = table.loc[table["run"] == name, "seed"].iloc[0]
-        ax_curves.plot(df["epoch"], df["public_acc"], styles[seeds.index(seed) % 4], color=color,
+        ax_curves.plot(df["epoch"], df["val_acc"], styles[seeds.index(seed) % 4], color=color,
                        marker="o" if len(df) <= 30 else None, ms=3)
-    ax_curves.set(xlabel="epoch", ylabel="PublicTest accuracy", title="every run (colour: setting, line: seed)")
+    ax_curves.set(xlabel="epoch", ylabel=f"{val_name} accuracy", title="every run (colour: setting, line: seed)")
     ax_curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_curves.grid(alpha=0.3)
     for i, label in enumerate(labels):
         runs = [n for n, g in groups.items() if g == label]
         rows = table[table["run"].isin(runs)]
-        done = rows[rows["status"] == "done"]["best_public_acc"]
+        done = rows[rows["status"] == "done"]["best_val_acc"]
         y = len(labels) - 1 - i
         ax_best.plot(done, [y] * len(done), "o", color=f"C{i % 10}", ms=6, alpha=0.8)
         if len(done):
@@ -108,7 +109,7 @@ def plot_sweep(histories: dict[str, pd.DataFrame], groups: dict[str, str], table
                          va="center", fontsize=8)
     ax_best.set_yticks(range(len(labels)), labels[::-1], fontsize=8)
     ax_best.set_ylim(-0.7, len(labels) - 0.3)
-    ax_best.set(xlabel="best PublicTest accuracy", title="per setting: seeds (dots) and mean (bar)")
+    ax_best.set(xlabel=f"best {val_name} accuracy", title="per setting: seeds (dots) and mean (bar)")
     ax_best.grid(alpha=0.3, axis="x")
     if title:
         fig.suptitle(title)
@@ -116,18 +117,18 @@ def plot_sweep(histories: dict[str, pd.DataFrame], groups: dict[str, str], table
     return fig
 
 
-def plot_confusion(confusion, title: str = "", normalize: bool = True) -> plt.Figure:
+def plot_confusion(confusion, title: str = "", normalize: bool = True, classes=CLASSES) -> plt.Figure:
     """Confusion matrix, rows = true class; normalized per row (= recall on the diagonal)."""
     matrix = np.asarray(confusion, dtype=float)
     shown = matrix / matrix.sum(1, keepdims=True).clip(min=1) if normalize else matrix
     fig, ax = plt.subplots(figsize=(6, 5.2))
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
+    for i in range(len(classes)):
+        for j in range(len(classes)):
             ax.text(j, i, f"{shown[i, j]:.2f}" if normalize else f"{int(shown[i, j])}", ha="center",
                     va="center", fontsize=8, color="white" if shown[i, j] > 0.5 * shown.max() else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -137,17 +138,17 @@ def plot_confusion(confusion, title: str = "", normalize: bool = True) -> plt.Fi
 def plot_class_counts(counts: pd.DataFrame) -> plt.Figure:
     """Bar chart of a classes x splits table of counts."""
     ax = counts.plot.bar(figsize=(9, 4), rot=0)
-    ax.set(ylabel="images", title="FER-2013 images per class and split")
+    ax.set(ylabel="images", title="images per class and split")
     ax.grid(axis="y", alpha=0.3)
     ax.figure.tight_layout()
     return ax.figure
 
 
-def plot_faces(images, labels, per_class: int = 8, title: str = "") -> plt.Figure:
+def plot_faces(images, labels, per_class: int = 8, title: str = "", classes=CLASSES) -> plt.Figure:
     """A grid: one row per class, `per_class` faces each (the first ones of that class)."""
     images, labels = np.asarray(images), np.asarray(labels)
-    rows = [images[np.flatnonzero(labels == i)[:per_class]] for i in range(len(CLASSES))]
-    return plot_image_rows(rows, list(CLASSES), title)
+    rows = [images[np.flatnonzero(labels == i)[:per_class]] for i in range(len(classes))]
+    return plot_image_rows(rows, list(classes), title)
 
 
 def plot_image_rows(rows, row_titles, title: str = "", size: float = 1.0, captions=None) -> plt.Figure:
@@ -220,7 +221,8 @@ def plot_timeline(table: pd.DataFrame, face_id: int, smoothed: bool = True, titl
     step = float(np.median(np.diff(all_times))) if len(all_times) > 1 else 1.0
     times = rows["time_s"].to_numpy()
     fig, ax = plt.subplots(figsize=(10, 2.8))
-    colors = [f"C{i}" for i in range(len(CLASSES))]
+    classes = [c.removeprefix("smooth_") for c in table.columns if c.startswith("smooth_")]
+    colors = [f"C{i % 10}" for i in range(len(classes))]
     segments = timeline_segments(times, step)
     for n, part in enumerate(segments):
         seg = rows.iloc[part]
@@ -228,8 +230,8 @@ def plot_timeline(table: pd.DataFrame, face_id: int, smoothed: bool = True, titl
         if len(seg) == 1:  # one analysed frame: a bar one step wide
             seg_times = np.array([seg_times[0], seg_times[0] + step])
             seg = pd.concat([seg, seg])
-        ax.stackplot(seg_times, *[seg[prefix + c] for c in CLASSES], colors=colors,
-                     labels=CLASSES if n == 0 else (), step="post" if len(seg) < 3 else None)
+        ax.stackplot(seg_times, *[seg[prefix + c] for c in classes], colors=colors,
+                     labels=classes if n == 0 else (), step="post" if len(seg) < 3 else None)
     for before, after in zip(segments[:-1], segments[1:]):
         ax.axvspan(times[before.stop - 1], times[after.start], color="0.85", hatch="//", lw=0,
                    label="not seen" if before is segments[0] else None)
@@ -244,7 +246,7 @@ def plot_timeline(table: pd.DataFrame, face_id: int, smoothed: bool = True, titl
 def plot_emotion_shares(shares: pd.DataFrame) -> plt.Figure:
     """Per face, the share of the time each emotion was its label (fer.video.emotion_shares), as bars."""
     ax = shares.rename(index=lambda i: f"face {i}").plot.barh(stacked=True, figsize=(8, 0.6 + 0.5 * len(shares)),
-                                                             color=[f"C{i}" for i in range(len(CLASSES))])
+                                                             color=[f"C{i % 10}" for i in range(len(shares.columns))])
     ax.set(xlabel="share of the time", xlim=(0, 1), ylabel="")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     ax.figure.tight_layout()

@@ -51,7 +51,7 @@ COMMANDS = {
     "sweep": "a grid of training runs from a spec (experiments/*.toml), compared in one table and chart; "
              "resumes where it stopped",
     "evaluate": "accuracy, per-class recall and confusion matrix on face crops",
-    "calibrate": "fit a temperature on PublicTest and store it in the weights",
+    "calibrate": "fit a temperature on the selection split (PublicTest) and store it in the weights",
     "export": "write the ONNX model of a weights file (float32, or int8 with --int8)",
     "video": "follow and label the faces of a video file or a camera over time",
     "predict": "find faces in photos and label their expressions",
@@ -105,7 +105,9 @@ def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
 
 def add_calibrate_arguments(c: argparse.ArgumentParser) -> None:
     from .datasets import SPLITS
-    c.add_argument("data", help="a FER-2013 source with a PublicTest split")
+    c.add_argument("data", help="the data set the model was chosen on")
+    c.add_argument("--split", choices=SPLITS, default=None,
+                   help="fit on this split (default: the one that chose the model, PublicTest for FER-2013)")
     c.add_argument("--weights", default=None, help="the weights file to calibrate (default: the shipped one)")
     c.add_argument("--report", choices=SPLITS, default=None,
                    help="also report calibration error on this split (e.g. private), before and after")
@@ -143,8 +145,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write annotated copies (NAME.fer.jpg) into this folder")
     p.add_argument("--explain", action="store_true",
                    help="also write each photo's Grad-CAM overlay (NAME.cam.jpg) into --out")
-    p.add_argument("--explain-class", choices=CLASSES, default=None,
-                   help="the class to explain (default: each face's predicted class)")
+    p.add_argument("--explain-class", default=None, metavar="CLASS",
+                   help=f"the class to explain, one of the model's ({', '.join(CLASSES)} for FER-2013's; default: "
+                        f"each face's predicted class)")
     p.add_argument("--explain-layer", default=None, metavar="STAGE",
                    help=f"the network's stage (a ResNet's: {', '.join(LAYERS)}, layer1; default: the deepest "
                         f"with a grid of at least 6 x 6)")
@@ -246,8 +249,9 @@ def run_export(args) -> int:
 def run_evaluate(args) -> int:
     from .datasets import load_split
     from .evaluate import evaluate
-    from .preprocess import CLASSES
+    from .inference import classes_of
     models = load_engines(args)
+    classes = classes_of(models)
     faces = load_split(args.data, args.split)
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
     result.update(split=faces.split, data=faces.source, tta=args.tta, weights=args.weights or ["default"],
@@ -259,8 +263,8 @@ def run_evaluate(args) -> int:
           f"{' (TTA)' if args.tta else ''}, {result['images_per_second']:.0f} images/s")
     for name, recall in result["per_class"].items():
         print(f"  {name:>9}: recall {'-' if recall is None else f'{recall:.3f}'}")
-    print("confusion (rows: true, columns: predicted; " + " ".join(c[:3] for c in CLASSES) + ")")
-    for name, row in zip(CLASSES, result["confusion"]):
+    print("confusion (rows: true, columns: predicted; " + " ".join(c[:3] for c in classes) + ")")
+    for name, row in zip(classes, result["confusion"]):
         print(f"  {name[:3]} " + " ".join(f"{v:4d}" for v in row))
     return 0
 
@@ -270,7 +274,7 @@ MIN_CALIBRATION_FACES = 100  # a temperature fitted on fewer is noise (PublicTes
 
 def run_calibrate(args) -> int:
     from .calibrate import expected_calibration_error, fit_temperature, log_probs_of, write_temperature
-    from .datasets import load_split
+    from .datasets import SPLITS, load_split, split_name
     from .errors import DataError
     from .paths import DEFAULT_WEIGHTS
     from .runtime import check_outputs
@@ -281,18 +285,22 @@ def run_calibrate(args) -> int:
         check_chart_path(args.chart)
     check_outputs({"--chart": args.chart}, [path, args.data])
     model = load_model(path)
-    public = load_split(args.data, "public")
-    if len(public) < MIN_CALIBRATION_FACES:
-        raise DataError(f"{len(public)} PublicTest faces are too few to fit a temperature on (at least "
+    split = args.split or model.fer_metadata["val_split"]  # where the model was chosen, not where it is judged
+    if split not in SPLITS:
+        raise DataError(f"{path} was chosen on {split!r}, a part of its training faces: give --split")
+    selection = load_split(args.data, split).in_classes(model.fer_classes)
+    name = split_name(split)
+    if len(selection) < MIN_CALIBRATION_FACES:
+        raise DataError(f"{len(selection)} {name} faces are too few to fit a temperature on (at least "
                         f"{MIN_CALIBRATION_FACES}); {path} is unchanged")
-    temperature = fit_temperature(log_probs_of(model, public.images), public.labels)
+    temperature = fit_temperature(log_probs_of(model, selection.images), selection.labels)
     low, high = TEMPERATURE_RANGE
     if not low <= temperature <= high:  # never write a file that every command would then refuse
-        raise DataError(f"the temperature fitted on {len(public)} PublicTest faces is {temperature:.4g}, outside "
+        raise DataError(f"the temperature fitted on {len(selection)} {name} faces is {temperature:.4g}, outside "
                         f"[{low}, {high}]: the model's confidence cannot be trusted on them; {path} is unchanged")
-    result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": "public"}
+    result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": split}
     if args.report:
-        faces = load_split(args.data, args.report)
+        faces = load_split(args.data, args.report).in_classes(model.fer_classes)
         before = log_probs_of(model, faces.images)
         probs_before, probs_after = before.softmax(1), (before / temperature).softmax(1)
         result.update({f"{args.report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),

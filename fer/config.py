@@ -35,13 +35,16 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 # How a stored config of version v becomes one of version v + 1: fields renamed, and fields added in v + 1
 # whose default is what version v did. Version 1 is every config written before configs had a version (the
 # shipped weights' own): its network was called "model"; amp (bf16 autocast where fast, always on before
 # the option), norm (BatchNorm), ema_decay (none) and force came in during version 1, so early ones lack them.
 UPGRADES = {1: {"renamed": {"model": "arch"},
-                "added": ("amp", "norm", "ema_decay", "force", "init_from")}}
+                "added": ("amp", "norm", "ema_decay", "force", "init_from")},
+            # 3: the split that chooses the model became a setting (it was PublicTest: val_split None means the
+            # data's own, which is PublicTest for FER-2013).
+            2: {"renamed": {}, "added": ("val_split", "val_fraction", "votes")}}
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
@@ -78,9 +81,17 @@ class TrainConfig:
     init_from: str | None = setting(None, "start from these weights (fine-tune; e.g. the shipped ones); the "
                                     "network is theirs unless --model/--stem/... say otherwise", kind=str)
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"cli": False, "kind": AugmentConfig})
+    votes: bool = setting(True, "train on the annotators' votes where the data set has them (FER+): each face's "
+                          "target is their distribution, not its majority label (Barsoum et al. 2016)")
+    val_split: str | None = setting(None, "the split that chooses the model (default: the data's own: public, "
+                                    "i.e. PublicTest, for FER-2013; val for a train/val/test layout)", kind=str,
+                                    choices=("val", "public", "test"))
+    val_fraction: float | None = setting(None, "choose the model on this fraction of the training faces instead "
+                                         "(stratified, drawn with --seed; a data set without a split needs it)",
+                                         kind=float, check=(lambda v: 0 < v < 1, "a number in (0, 1)"))
     subset: int | None = setting(None, "train on N images only (quick runs)", kind=int, check=COUNT)
-    val_subset: int | None = setting(None, "score N PublicTest images only each epoch (quick runs)", kind=int,
-                                     check=COUNT)
+    val_subset: int | None = setting(None, "score N of the selection split's images only each epoch (quick runs)",
+                                     kind=int, check=COUNT)
     device: str = setting("auto", "auto, cpu, cuda, cuda:1 ...")
     seed: int = setting(0, "random seed (order, augmentation, dropout)", check=SEED)
     time_budget: float | None = setting(None, "seconds for the whole run; the schedule fits inside it",
@@ -118,6 +129,8 @@ class TrainConfig:
             self.augment.validate()
         except ValueError as e:
             raise ConfigError(f"augmentation: {e}") from None
+        if self.val_split is not None and self.val_fraction is not None:
+            raise ConfigError("--val-split and --val-fraction each choose the selection faces: give one of them")
         self.model_config()
         return self
 

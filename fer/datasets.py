@@ -1,12 +1,24 @@
-"""FER-2013 data sets: finding the data, reading every layout (folder, zip read in place, Kaggle CSV),
-and caching the decoded faces.
+"""Face data sets: finding the data, reading every layout, and caching the decoded faces.
 
-Every face goes through `fer.images.read_face` (the one preprocessing). A data set is decoded once into a
-uint8 tensor N x 48 x 48 and cached as a plain .npz (no pickle) under fer.paths.cache_dir().
+Layouts (a folder, a zip of one read in place, or a CSV):
+  FER-2013 folders   train/<class>/*, test/<class>/{PublicTest,PrivateTest}_* (splits train, public, private)
+  split folders      <split>/<class>/* with split train, val (or valid, validation), test (or testing)
+  class folders      <class>/* (one split, "all")
+  Kaggle CSV         fer2013.csv: emotion, pixels, Usage
+  FER+               fer2013new.csv beside fer2013.csv (Barsoum et al. 2016): 8 classes, each face's label the
+                     majority of its 10 annotators' votes and the votes kept (FaceSet.votes) for training on
+                     their distribution; faces whose majority is "unknown" or "not a face" left out
+  RAF-DB basic       list_patition_label.txt (labels 1-7) and the aligned images (Image/aligned/*_aligned.jpg)
+
+The classes come from the data: the FER-2013 order when every class is one of FER-2013's (a folder of five of
+its classes keeps that order), the order of the layout's own list for FER+ and RAF-DB, else the folder names
+sorted. Every face goes through `fer.images.read_face` (the one preprocessing). A data set is decoded once
+into a uint8 tensor N x 48 x 48 and cached as a plain .npz (no pickle) under fer.paths.cache_dir().
 """
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import os
 import zipfile
@@ -25,36 +37,81 @@ from .runtime import atomic_write
 # The Kaggle fer2013.csv codes: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
 CSV_CODE_TO_CLASS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CSV_USAGE_TO_GROUP = {"Training": "train", "PublicTest": "public", "PrivateTest": "private"}
-SPLITS = ("train", "public", "private", "test", "all")
+SPLITS = ("train", "val", "public", "private", "test", "all")
+# The top folders of a split layout, and the split each one holds.
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+FERPLUS_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+FERPLUS_DROPPED = ("unknown", "NF")  # a face whose majority vote is one of these is left out
+RAFDB_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")  # labels 1 to 7
+# A class folder this close to one of FER-2013's names without being it is taken for a typo ("angery").
+TYPO_SIMILARITY = 0.9
 # A face crop is small (FER-2013's are under 3 KB): a zip member that claims or turns out to be larger than
 # this is refused before it fills the memory (a 294 KB zip bomb can inflate to gigabytes).
 MAX_MEMBER_BYTES = 20_000_000
-CACHE_VERSION = "3"  # bump when decoding or preprocessing changes, so old caches are not reused
+CACHE_VERSION = "4"  # bump when decoding or preprocessing changes, so old caches are not reused
 NO_DATA_HINT = ("give the data's path (train's --data, the DATA argument of evaluate and calibrate, a notebook's "
                 "data_dir), set FER_DATA, or put FER-2013 in dataset_1/ (see dataset_1/README.md)")
 
 
 @dataclass
 class FaceSet:
-    """Preprocessed face crops of one split: images uint8 N x 48 x 48, labels int64 N (index in CLASSES)."""
+    """Preprocessed face crops of one split: images uint8 N x 48 x 48, labels int64 N (index in `classes`),
+    and for FER+ the annotators' votes, float N x classes (each row sums to 1)."""
     images: torch.Tensor
     labels: torch.Tensor
     source: str
     split: str
+    classes: tuple[str, ...] = CLASSES
+    votes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def class_counts(self) -> dict[str, int]:
-        counts = torch.bincount(self.labels, minlength=len(CLASSES)).tolist()
-        return dict(zip(CLASSES, counts))
+        counts = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+        return dict(zip(self.classes, counts))
+
+    def select(self, index: torch.Tensor, split: str | None = None) -> "FaceSet":
+        return FaceSet(self.images[index], self.labels[index], self.source, split or self.split, self.classes,
+                       None if self.votes is None else self.votes[index])
 
     def subset(self, n: int | None, seed: int = 0) -> "FaceSet":
         """A random n-image subset (the same for the same seed), for quick runs."""
         if n is None or n >= len(self):
             return self
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return FaceSet(self.images[order], self.labels[order], self.source, self.split)
+        return self.select(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n])
+
+    def split_off(self, fraction: float, seed: int = 0) -> tuple["FaceSet", "FaceSet"]:
+        """(the rest, a held-out part of about `fraction` of each class): a validation set carved out of a
+        training set, stratified and the same for the same seed."""
+        generator = torch.Generator().manual_seed(seed)
+        held = []
+        for k in range(len(self.classes)):
+            members = torch.nonzero(self.labels == k).flatten()
+            members = members[torch.randperm(len(members), generator=generator)]
+            held.append(members[:round(fraction * len(members))])
+        held = torch.cat(held).sort().values
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[held] = False
+        return self.select(torch.nonzero(keep).flatten()), self.select(held, f"{self.split}[{fraction:g}]")
+
+    def in_classes(self, classes) -> "FaceSet":
+        """The same faces labelled by their index in `classes` (a model's): DataError naming a class of the
+        data that `classes` lack."""
+        classes = tuple(classes)
+        if classes == self.classes:
+            return self
+        missing = [c for c in self.classes if c not in classes]
+        if missing:
+            raise DataError(f"{quote(self.source)} has faces of class {missing[0]!r}, which the model does not know "
+                            f"(its classes: {', '.join(classes)})")
+        mapping = torch.tensor([classes.index(c) for c in self.classes])
+        votes = None
+        if self.votes is not None:
+            votes = torch.zeros(len(self), len(classes))
+            votes[:, mapping] = self.votes
+        return FaceSet(self.images, mapping[self.labels], self.source, self.split, classes, votes)
 
 
 def resolve_data_source(source: str | os.PathLike | None = None) -> Path:
@@ -76,53 +133,90 @@ def resolve_data_source(source: str | os.PathLike | None = None) -> Path:
 
 
 def load_split(source=None, split: str | None = None, cache: bool = True) -> FaceSet:
-    """Load one split of a FER-2013 source; a plain <class>/ folder has no splits and gives them all.
+    """Load one split of a data set (any layout of the module's docstring).
 
-    split: train, public (PublicTest), private (PrivateTest), test (both), all; None is public for
-    FER-2013 layouts and all for a plain class folder.
+    split: train, val, public (FER-2013's PublicTest), private (PrivateTest), test (a split layout's test/, or
+    FER-2013's PublicTest and PrivateTest together), all; None: the layout's own selection split (public for
+    FER-2013, val for a split layout that has one), else all.
     """
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
     path = resolve_data_source(source)
-    images, labels, groups = _load_all(path, cache)
-    has_splits = bool(set(np.unique(groups).tolist()) - {"all"})
+    images, labels, groups, classes, votes = _load_all(path, cache)
+    present = set(np.unique(groups).tolist()) - {"all"}
     if split is None:
-        split = "public" if has_splits else "all"
+        split = "public" if "public" in present else "val" if "val" in present else "all"
     if split == "all":
         keep = np.ones(len(labels), dtype=bool)
-    elif not has_splits:
-        raise DataError(f"{quote(path)} is a plain <class>/ folder without splits: the '{split}' split needs "
-                        f"FER-2013's layout (train/<class>/Training_*, test/<class>/PublicTest_* and PrivateTest_*)")
+    elif not present:
+        raise DataError(f"{quote(path)} is a plain <class>/ folder without splits: the '{split}' split needs a "
+                        f"layout with splits (train/<class>/, val/<class>/, test/<class>/; or FER-2013's)")
     elif split == "test":
-        keep = np.isin(groups, ["public", "private"])
+        keep = np.isin(groups, ["public", "private", "test"])
     else:
         keep = groups == split
     if not keep.any():
-        raise DataError(f"no '{split}' images in {quote(path)}")
-    return FaceSet(torch.from_numpy(images[keep]), torch.from_numpy(labels[keep].astype(np.int64)),
-                   str(path), split)
+        raise DataError(f"no '{split}' images in {quote(path)} (it has {', '.join(sorted(present))})")
+    return FaceSet(torch.from_numpy(images[keep]), torch.from_numpy(labels[keep].astype(np.int64)), str(path), split,
+                   classes, None if votes is None else torch.from_numpy(votes[keep]))
 
 
-def _load_all(path: Path, cache: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def splits_of(source=None, cache: bool = True) -> set[str]:
+    """The splits a data set has (empty for plain class folders)."""
+    return set(np.unique(_load_all(resolve_data_source(source), cache)[2]).tolist()) - {"all"}
+
+
+SPLIT_NAMES = {"public": "PublicTest", "private": "PrivateTest", "train": "Training"}
+
+
+def split_name(split: str) -> str:
+    """A split as people call it: FER-2013's PublicTest and PrivateTest, else its own name."""
+    return SPLIT_NAMES.get(split, split)
+
+
+def _load_all(path: Path, cache: bool):
+    """images, labels, groups, classes and votes (None but for FER+) of a whole data set, from the cache if
+    it is there."""
     cache_file = _cache_file(path) if cache else None
     if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as saved:
-                return saved["images"], saved["labels"], saved["groups"]
+                votes = saved["votes"] if saved["votes"].size else None
+                return saved["images"], saved["labels"], saved["groups"], tuple(saved["classes"].tolist()), votes
         except Exception:  # noqa: BLE001 - a damaged cache of any kind is rebuilt below
             pass
-    if path.is_dir():
-        images, labels, groups = _read_members(_folder_members(path), path)
+    classes, votes = None, None
+    if path.is_dir() and _rafdb_list(path) is not None:
+        images, names, groups, classes = _read_rafdb(path)
+    elif path.is_dir() and (path / "fer2013new.csv").is_file():
+        images, names, groups, classes, votes = _read_ferplus(path / "fer2013new.csv")
+    elif path.is_dir():
+        images, names, groups = _read_members(_folder_members(path), path)
     elif path.suffix.lower() == ".zip":
-        images, labels, groups = _read_zip(path)
+        images, names, groups = _read_zip(path)
+    elif path.name.lower() == "fer2013new.csv":
+        images, names, groups, classes, votes = _read_ferplus(path)
     elif path.suffix.lower() == ".csv":
-        images, labels, groups = _read_csv(path)
+        images, names, groups = _read_csv(path)
+        classes = CLASSES  # the format's seven codes, whichever of them the rows use
     else:
         raise DataError(f"cannot read data from {quote(path)}: expected a folder, a .zip or a .csv")
+    classes = classes or order_classes(names)
+    labels = np.array([classes.index(n) for n in names], dtype=np.int64)
     if cache_file is not None:
         with atomic_write(cache_file) as tmp, open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels, groups=groups)
-    return images, labels, groups
+            np.savez(f, images=images, labels=labels, groups=groups, classes=np.array(classes),
+                     votes=votes if votes is not None else np.zeros((0, 0), np.float32))
+    return images, labels, groups, classes, votes
+
+
+def order_classes(names) -> tuple[str, ...]:
+    """The classes of a data set from its faces' class names: FER-2013's order when all are FER-2013's,
+    else sorted."""
+    found = set(np.unique(names).tolist())
+    if found <= set(CLASSES):
+        return tuple(c for c in CLASSES if c in found)
+    return tuple(sorted(found))
 
 
 def _cache_file(path: Path) -> Path:
@@ -141,7 +235,7 @@ def _member_group_and_class(relpath: str, where: Path) -> tuple[str, str] | None
     """Where a file of a data set belongs: (group, class), None for a file that is not an image.
 
     FER-2013 layout: [prefix/]train/<class>/*, [prefix/]test/<class>/{PublicTest,PrivateTest}_*.
-    Plain layout: [prefix/]<class>/*.
+    Split layout: [prefix/]<split>/<class>/* (SPLIT_FOLDERS). Plain layout: [prefix/]<class>/*.
     """
     parts = [p for p in relpath.replace("\\", "/").split("/") if p]
     if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
@@ -150,22 +244,21 @@ def _member_group_and_class(relpath: str, where: Path) -> tuple[str, str] | None
         return None
     if len(parts) < 2:
         raise DataError(f"{quote(where)} has images outside class folders ({quote(relpath)}): expected "
-                        f"train/<class>/, test/<class>/ or <class>/ with classes {', '.join(CLASSES)}")
+                        f"<class>/ folders, alone or in train/, val/ and test/")
     class_name = parts[-2].lower()
     if class_name not in CLASSES:
-        raise DataError(f"{quote(where)} has an unknown class folder {quote('/'.join(parts[:-1]))} "
-                        f"(expected one of {', '.join(CLASSES)})")
-    parent = parts[-3].lower() if len(parts) >= 3 else ""
-    if parent == "train":
-        return "train", class_name
-    if parent == "test":
+        close = difflib.get_close_matches(class_name, CLASSES, n=1, cutoff=TYPO_SIMILARITY)
+        if close:
+            raise DataError(f"{quote(where)} has an unknown class folder {quote('/'.join(parts[:-1]))} (did you "
+                            f"mean {close[0]!r}? rename the folder)")
+    split = SPLIT_FOLDERS.get(parts[-3].lower()) if len(parts) >= 3 else None
+    if split == "test":
         stem = parts[-1]
         if stem.startswith("PublicTest"):
             return "public", class_name
         if stem.startswith("PrivateTest"):
             return "private", class_name
-        return "test", class_name
-    return "all", class_name
+    return split or "all", class_name
 
 
 def _folder_members(root: Path):
@@ -224,15 +317,15 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path
 
 
 def _read_members(members, where: Path):
-    images, labels, groups = [], [], []
+    images, names, groups = [], [], []
     for relpath, (group, class_name), read_bytes in members:
         images.append(read_face(read_bytes(), f"{where}/{relpath}"))
-        labels.append(CLASSES.index(class_name))
+        names.append(class_name)
         groups.append(group)
     if not images:
-        raise DataError(f"no face images in {quote(where)}: expected train/<class>/, test/<class>/ or <class>/ "
-                        f"folders of .jpg/.png with classes {', '.join(CLASSES)}")
-    return np.stack(images), np.array(labels, dtype=np.int64), np.array(groups)
+        raise DataError(f"no face images in {quote(where)}: expected <class>/ folders of .jpg/.png, alone or in "
+                        f"train/, val/ and test/")
+    return np.stack(images), np.array(names), np.array(groups)
 
 
 def _read_csv(path: Path):
@@ -247,7 +340,7 @@ def _read_csv(path: Path):
             reader.fieldnames = [n.strip() for n in reader.fieldnames]
             for line, row in enumerate(reader, start=2):
                 images.append(preprocess_face(_csv_pixels(row, path, line)))
-                labels.append(CLASSES.index(CSV_CODE_TO_CLASS[int(row["emotion"])]))
+                labels.append(CSV_CODE_TO_CLASS[int(row["emotion"])])
                 groups.append(CSV_USAGE_TO_GROUP.get((row.get("Usage") or "").strip(), "all"))
     except UnicodeDecodeError as e:
         raise DataError(f"{quote(path)} is not UTF-8 text near byte {e.start} (save the CSV as UTF-8)") from None
@@ -255,7 +348,7 @@ def _read_csv(path: Path):
         raise DataError(f"{quote(path)} line {line}: malformed CSV ({one_line(e)})") from None
     if not images:
         raise DataError(f"{quote(path)} has no rows")
-    return np.stack(images), np.array(labels, dtype=np.int64), np.array(groups)
+    return np.stack(images), np.array(labels), np.array(groups)
 
 
 def _csv_pixels(row: dict, path: Path, line: int) -> np.ndarray:
@@ -269,3 +362,74 @@ def _csv_pixels(row: dict, path: Path, line: int) -> np.ndarray:
     except (ValueError, TypeError, AttributeError, OverflowError) as e:
         raise DataError(f"{quote(path)} line {line}: bad row ({one_line(e)})") from None
     return pixels.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _read_ferplus(path: Path):
+    """FER+ (fer2013new.csv, row for row the faces of fer2013.csv beside it): the majority label of the 8
+    emotions, the votes as a distribution; a face whose "unknown" or "not a face" votes are at least its most
+    voted emotion's is left out."""
+    pixels_csv = path.with_name("fer2013.csv")
+    if not pixels_csv.is_file():
+        raise DataError(f"{quote(path)} is FER+'s labels; its faces are in fer2013.csv, which is not beside it")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            votes_rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{quote(path)} is not a readable CSV ({one_line(e)})") from None
+    wanted = (*FERPLUS_CLASSES, *FERPLUS_DROPPED)
+    if not votes_rows or not set(wanted) <= set(votes_rows[0]):
+        raise DataError(f"{quote(path)} is not FER+'s fer2013new.csv: expected the columns {', '.join(wanted)}")
+    pixels, _, groups = _read_csv(pixels_csv)
+    if len(votes_rows) != len(pixels):
+        raise DataError(f"{quote(path)} has {len(votes_rows)} rows and {quote(pixels_csv)} {len(pixels)}: they must "
+                        f"be the same faces, row for row")
+    keep, names, votes = [], [], []
+    for i, row in enumerate(votes_rows):
+        try:
+            counts = np.array([float(row[c] or 0) for c in wanted])
+        except ValueError:
+            raise DataError(f"{quote(path)} line {i + 2}: vote counts must be numbers") from None
+        emotions = counts[:len(FERPLUS_CLASSES)]
+        if emotions.max() <= 0 or counts[len(FERPLUS_CLASSES):].max() >= emotions.max():
+            continue
+        keep.append(i)
+        names.append(FERPLUS_CLASSES[int(emotions.argmax())])
+        votes.append(emotions / emotions.sum())
+    return pixels[keep], np.array(names), groups[keep], FERPLUS_CLASSES, np.array(votes, dtype=np.float32)
+
+
+def _rafdb_list(root: Path) -> Path | None:
+    for candidate in (root / "EmoLabel" / "list_patition_label.txt", root / "list_patition_label.txt"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_rafdb(root: Path):
+    """RAF-DB basic: list_patition_label.txt ("train_00001.jpg 5", labels 1-7) and the aligned faces
+    (Image/aligned/train_00001_aligned.jpg, or the original name, in Image/aligned/, aligned/ or the root)."""
+    listing = _rafdb_list(root)
+    folders = [root / "Image" / "aligned", root / "aligned", root / "Image" / "original", root]
+    images, names, groups = [], [], []
+    for line_number, line in enumerate(listing.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            name, label = line.split()
+            label = int(label)
+            if not 1 <= label <= len(RAFDB_CLASSES):
+                raise ValueError
+        except ValueError:
+            raise DataError(f"{quote(listing)} line {line_number}: expected 'NAME.jpg LABEL' with a label 1-7, "
+                            f"not {line.strip()[:60]!r}") from None
+        stem, suffix = os.path.splitext(name)
+        found = next((f / n for f in folders for n in (f"{stem}_aligned{suffix}", name) if (f / n).is_file()), None)
+        if found is None:
+            raise DataError(f"{quote(root)} has no image for {quote(name)} (looked in Image/aligned/, aligned/ and "
+                            f"the folder itself)")
+        images.append(read_face(_read_file(found), str(found)))
+        names.append(RAFDB_CLASSES[label - 1])
+        groups.append("train" if stem.startswith("train") else "test")
+    if not images:
+        raise DataError(f"{quote(listing)} lists no images")
+    return np.stack(images), np.array(names), np.array(groups), RAFDB_CLASSES

@@ -7,28 +7,31 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import FaceSet
-from .inference import predict_probs
+from .inference import classes_of, predict_probs
 from .preprocess import CLASSES
 
 
-def metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
+def metrics(probs: torch.Tensor, labels: torch.Tensor, classes=CLASSES) -> dict:
     """Accuracy, loss, per-class recall and confusion matrix (rows: true class, columns: predicted)."""
     predicted = probs.argmax(1)
-    k = len(CLASSES)
+    k = len(classes)
     confusion = torch.bincount(labels * k + predicted, minlength=k * k).view(k, k)
     per_class_total = confusion.sum(1)
     recall = {c: (confusion[i, i] / per_class_total[i]).item() if per_class_total[i] else None
-              for i, c in enumerate(CLASSES)}
+              for i, c in enumerate(classes)}
     loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
     return {"accuracy": (predicted == labels).float().mean().item(), "loss": loss, "n": len(labels),
             "per_class": recall, "confusion": confusion.tolist()}
 
 
 def evaluate(models, faces: FaceSet, tta: bool = False, batch_size: int = 256) -> dict:
-    """Metrics of uncalibrated probabilities (a temperature does not change the top class)."""
+    """Metrics of uncalibrated probabilities (a temperature does not change the top class), in the models'
+    classes (the faces' labels mapped to them by name)."""
+    classes = classes_of(models)
+    faces = faces.in_classes(classes)
     start = time.perf_counter()
     probs = predict_probs(models, faces.images, tta=tta, batch_size=batch_size)
     seconds = time.perf_counter() - start
-    result = metrics(probs, faces.labels)
+    result = metrics(probs, faces.labels, classes)
     result["images_per_second"] = len(faces) / seconds if seconds > 0 else None
     return result

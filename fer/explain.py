@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .detect import Face, crop_to_photo
 from .errors import ConfigError
-from .preprocess import CLASSES, IMAGE_SIZE, normalize
+from .preprocess import IMAGE_SIZE, normalize
+from .weights import classes_of_model
 
 LAYERS = ("layer4", "layer3", "layer2")  # a ResNet's stages that --explain-layer names most often
 MIN_GRID = 6
@@ -92,7 +93,8 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
     predicted class. layer: one of stage_grids(model) (a ResNet's layer4, layer3, layer2, ...); None:
     default_layer(model).
     """
-    targets = _targets(target, len(images_u8))
+    classes = classes_of_model(model)
+    targets = _targets(target, len(images_u8), classes)
     layer = layer or default_layer(model)
     strides = stage_strides(model)
     if layer not in strides:
@@ -125,14 +127,16 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
     finally:
         model.train(was_training)
     if not maps:
-        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros((0, len(CLASSES)), np.float32)
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros((0, len(classes)), np.float32)
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
 
 
-def _targets(target, n: int) -> torch.Tensor:
-    """One class index per crop, -1 for "its predicted class"."""
+def _targets(target, n: int, classes: tuple[str, ...]) -> torch.Tensor:
+    """One class index per crop, -1 for "its predicted class"; ConfigError for a class the model lacks."""
     def index(t):
-        return -1 if t is None else CLASSES.index(t) if isinstance(t, str) else int(t)
+        if isinstance(t, str) and t not in classes:
+            raise ConfigError(f"the model has no class {t!r} (its classes: {', '.join(classes)})")
+        return -1 if t is None else classes.index(t) if isinstance(t, str) else int(t)
     if target is None or isinstance(target, (str, int, np.integer)):
         return torch.full((n,), index(target), dtype=torch.long)
     if len(target) != n:
@@ -147,7 +151,11 @@ class Explainer:
     def __init__(self, models, target: str | None = None, layer: str | None = None):
         self.models = list(models) if isinstance(models, (list, tuple)) else [models]
         self.target, self.layer = target, layer
-        for model in self.models if layer is not None else []:  # refused before any photo is read
+        for model in self.models if target is not None else []:  # refused before any photo is read
+            if target not in classes_of_model(model):
+                raise ConfigError(f"--explain-class {target!r} is not one of the model's classes "
+                                  f"({', '.join(classes_of_model(model))})")
+        for model in self.models if layer is not None else []:
             if layer not in stage_grids(model):
                 arch = getattr(getattr(model, "fer_config", None), "arch", "the network")
                 raise ConfigError(f"--explain-layer {layer!r} is not a stage of {arch} "

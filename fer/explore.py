@@ -5,21 +5,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .datasets import FaceSet, load_split
-from .preprocess import CLASSES
-
-SPLIT_NAMES = {"train": "Training", "public": "PublicTest", "private": "PrivateTest"}
+from .datasets import SPLIT_NAMES, FaceSet, load_split, split_name, splits_of
 
 
 def load_splits(source=None) -> dict[str, FaceSet]:
-    return {split: load_split(source, split) for split in SPLIT_NAMES}
+    """Every split of a data set (FER-2013's train, public, private; a split layout's train, val, test), or
+    the whole of a data set without splits."""
+    present = splits_of(source)
+    order = [s for s in ("train", "val", "public", "private", "test") if s in present]
+    return {split: load_split(source, split) for split in order} or {"all": load_split(source, "all")}
 
 
 def class_count_table(splits: dict[str, FaceSet]) -> pd.DataFrame:
-    """classes x splits, with a total row and each class's share of the training set."""
-    table = pd.DataFrame({SPLIT_NAMES[s]: faces.class_counts() for s, faces in splits.items()})
+    """classes x splits, with a total row and each class's share of the first split (the training set)."""
+    table = pd.DataFrame({split_name(s): faces.class_counts() for s, faces in splits.items()}).fillna(0).astype(int)
     table.loc["total"] = table.sum()
-    table["train share"] = (table["Training"] / table.loc["total", "Training"]).round(3)
+    first = table.columns[0]
+    share = "train share" if first == split_name("train") else f"{first} share"
+    table[share] = (table[first] / table.loc["total", first]).round(3)
     return table
 
 
@@ -28,9 +31,9 @@ def pixel_stats(splits: dict[str, FaceSet]) -> pd.DataFrame:
     rows = []
     for split, faces in splits.items():
         pixels = faces.images.float()
-        for i, name in enumerate(CLASSES):
+        for i, name in enumerate(faces.classes):
             chosen = pixels[faces.labels == i]
-            rows.append({"split": SPLIT_NAMES[split], "class": name, "mean": chosen.mean().item(),
+            rows.append({"split": split_name(split), "class": name, "mean": chosen.mean().item(),
                          "std": chosen.std().item()})
     return pd.DataFrame(rows).pivot(index="class", columns="split", values=["mean", "std"]).round(1)
 
@@ -66,4 +69,4 @@ def class_weights(train: FaceSet) -> pd.Series:
     """Inverse-frequency weights normalised to mean 1: what a weighted loss would use."""
     counts = np.array(list(train.class_counts().values()), dtype=float)
     weights = counts.sum() / (len(counts) * counts)
-    return pd.Series(weights.round(2), index=CLASSES, name="weight")
+    return pd.Series(weights.round(2), index=train.classes, name="weight")

@@ -25,7 +25,7 @@ import torch
 from .datasets import load_split
 from .errors import WeightsError, one_line, quote
 from .paths import DEFAULT_WEIGHTS, cache_dir
-from .preprocess import CLASSES, IMAGE_SIZE, normalize
+from .preprocess import IMAGE_SIZE, normalize
 from .runtime import atomic_write, check_outputs
 from .weights import load_model, read_metadata
 
@@ -113,9 +113,10 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
 
 
 def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
-    temperature = read_metadata(weights).get("temperature", 1.0)
+    meta = read_metadata(weights)
+    temperature = meta.get("temperature", 1.0)
     values = {"format": ONNX_FORMAT, "weights_sha256": weights_digest(weights), "weights_name": weights.name,
-              "classes": json.dumps(CLASSES), "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
+              "classes": json.dumps(meta["classes"]), "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
               "temperature": json.dumps(temperature), "precision": precision, **extra}
     del proto.metadata_props[:]
     for key, value in values.items():
@@ -149,31 +150,38 @@ def onnx_metadata(path) -> dict:
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("format") != ONNX_FORMAT:
         raise WeightsError(f"{quote(path)} is an ONNX model but not one of fer's (no '{ONNX_FORMAT}' metadata)")
-    _check_graph(proto, path)
+    try:
+        classes = json.loads(meta.get("classes", ""))
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise ValueError
+    except ValueError:
+        raise WeightsError(f"{quote(path)} has no list of classes in its metadata") from None
+    _check_graph(proto, path, len(classes))
     return meta
 
 
-def _check_graph(proto, path: Path) -> None:
-    """The graph takes N x 1 x 48 x 48 faces and gives N x 7 logits, whatever its metadata says: a file
+def _check_graph(proto, path: Path, n_classes: int) -> None:
+    """The graph takes N x 1 x 48 x 48 faces and gives N x classes logits, whatever its metadata says: a file
     carrying another graph under fer's metadata is refused here, not when a photo reaches it."""
     def dims(value):
         return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     if [i.name for i in inputs] != [INPUT_NAME] or dims(inputs[0])[1:] != [1, IMAGE_SIZE, IMAGE_SIZE] or \
-            len(proto.graph.output) != 1 or dims(proto.graph.output[0])[1:] != [len(CLASSES)]:
+            len(proto.graph.output) != 1 or dims(proto.graph.output[0])[1:] != [n_classes]:
         raise WeightsError(f"{quote(path)} carries fer's metadata but its graph does not map N x 1 x {IMAGE_SIZE} "
-                           f"x {IMAGE_SIZE} faces to N x {len(CLASSES)} scores")
+                           f"x {IMAGE_SIZE} faces to N x {n_classes} scores")
 
 
 def check_onnx(path, weights) -> dict:
-    """The ONNX file's metadata if it was made from `weights` for this code's classes and input."""
+    """The ONNX file's metadata if it was made from `weights`, for their classes and this code's input."""
     meta = onnx_metadata(path)
-    read_metadata(weights)
+    weights_meta = read_metadata(weights)
     if meta.get("weights_sha256") != weights_digest(weights):
         raise WeightsError(f"{quote(path)} was exported from other weights than {quote(weights)} "
                            f"(export it again: python -m fer export --weights {weights})")
-    if meta.get("classes") != json.dumps(CLASSES) or meta.get("input_size") != json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]):
-        raise WeightsError(f"{quote(path)} has other classes or another input size than this code")
+    if json.loads(meta["classes"]) != weights_meta["classes"] or \
+            meta.get("input_size") != json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]):
+        raise WeightsError(f"{quote(path)} has other classes than its weights or another input size than this code")
     return meta
 
 

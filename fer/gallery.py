@@ -22,7 +22,7 @@ from .ensemble import ENSEMBLE_CHOICE, ensemble_members
 from .errors import DataError, FerError, one_line, quote
 from .explain import Explainer, overlay_crop
 from .images import PHOTO_SUFFIXES, open_image
-from .inference import load_engine
+from .inference import classes_of, load_engine
 from .paths import PHOTOS_DIR, TRAINED_MODELS_DIR
 from .predict import NO_FACE_NOTE, draw_labels, predict_image
 from .preprocess import CLASSES
@@ -46,8 +46,7 @@ def probability_bars(probs: dict[str, float]) -> str:
     """One horizontal bar per class, as HTML (no JavaScript, so it renders in any front end)."""
     rows = []
     top = max(probs, key=probs.get)
-    for name in CLASSES:
-        p = probs[name]
+    for name, p in probs.items():  # the model's classes, in its order
         color = "#2a9d3a" if name == top else "#9bb7d4"
         rows.append(f"<div style='display:flex;align-items:center;font:12px sans-serif;margin:1px 0'>"
                     f"<span style='width:62px'>{name}</span>"
@@ -169,10 +168,20 @@ class Gallery:
         self._busy(message)
         try:
             models = self.models()
+            self._offer_classes(classes_of(models))
         except FerError as e:
             self._show_error(e)
             return None
         return [self._label(name, content, models) for name, content in items]
+
+    def _offer_classes(self, classes) -> None:
+        """The heat-map picker offers the classes of the model picked (another data set has others)."""
+        options = [PREDICTED, *classes, NO_MAP]
+        if list(self.map_picker.options) != options:
+            keep = self.map_picker.value if self.map_picker.value in options else PREDICTED
+            with self.map_picker.hold_trait_notifications():
+                self.map_picker.options = options
+                self.map_picker.value = keep
 
     def redraw(self) -> None:
         """Draw the cards again (the heat maps of another class), without labelling anything again."""

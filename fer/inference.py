@@ -18,7 +18,7 @@ from .errors import WeightsError, quote
 from .paths import DEFAULT_WEIGHTS
 from .preprocess import CLASSES, normalize
 from .runtime import autocast_for
-from .weights import load_model, read_metadata, temperature_of
+from .weights import classes_of_model, load_model, read_metadata, temperature_of
 
 # Test-time augmentation: the face, shifted by 3 px in four directions, each also mirrored (10 views).
 TTA_SHIFTS = ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3))
@@ -33,6 +33,7 @@ class TorchEngine:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.metadata = getattr(model, "fer_metadata", {})
+        self.classes = classes_of_model(model)
         self.temperature = temperature_of(model)
 
     @torch.inference_mode()
@@ -53,6 +54,7 @@ class OnnxEngine:
         self.onnx_metadata = check_onnx(onnx_path, weights)
         self.name, self.path, self.input_name = name, Path(onnx_path), INPUT_NAME
         self.metadata = read_metadata(weights)  # the temperature is the weights' own, as calibrated now
+        self.classes = tuple(self.metadata["classes"])
         self.temperature = float(self.metadata.get("temperature", 1.0))
         try:
             self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -94,6 +96,15 @@ def as_engine(model):
     return model if hasattr(model, "logits") else TorchEngine(model)
 
 
+def classes_of(models) -> tuple[str, ...]:
+    """The classes of a model, an engine or an ensemble; WeightsError when an ensemble's members disagree."""
+    members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    classes = {tuple(getattr(m, "classes", CLASSES)) for m in members}  # an engine of one's own: FER-2013's
+    if len(classes) > 1:
+        raise WeightsError(f"an ensemble's members must have the same classes: {' vs '.join(map(str, classes))}")
+    return classes.pop()
+
+
 def _shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     if dy == 0 and dx == 0:
         return images
@@ -116,6 +127,7 @@ def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size
     temperature: divides the logits; None uses each member's own (from its metadata, 1 if uncalibrated).
     """
     members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    classes_of(members)  # an ensemble averages like with like
     views = tta_views(tta)
     out = []
     for start in range(0, len(images_u8), batch_size):
@@ -133,5 +145,5 @@ def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size
                                f"{'this face' if len(images_u8) == 1 else 'these faces'}: its weights are broken")
         out.append(probs / (len(views) * len(members)))
     if not out:
-        return torch.empty(0, len(CLASSES))
+        return torch.empty(0, len(classes_of(members)))
     return torch.cat(out)

@@ -7,35 +7,36 @@ import numpy as np
 from .preprocess import CLASSES
 
 
-def confident_errors(probs: np.ndarray, labels: np.ndarray, per_class: int = 5) -> dict[str, np.ndarray]:
+def confident_errors(probs: np.ndarray, labels: np.ndarray, per_class: int = 5, classes=CLASSES) -> dict[str, np.ndarray]:
     """For each true class, the indices of its wrongly labelled faces, most confident wrong answer first."""
     predicted, confidence = probs.argmax(1), probs.max(1)
     found = {}
-    for i, name in enumerate(CLASSES):
+    for i, name in enumerate(classes):
         wrong = np.flatnonzero((labels == i) & (predicted != i))
         found[name] = wrong[np.argsort(-confidence[wrong])][:per_class]
     return found
 
 
-def confused_pairs(probs: np.ndarray, labels: np.ndarray, top: int = 6) -> list[dict]:
+def confused_pairs(probs: np.ndarray, labels: np.ndarray, top: int = 6, classes=CLASSES) -> list[dict]:
     """The (true, predicted) pairs with the most faces, with the share of the true class they take."""
     predicted = probs.argmax(1)
-    k = len(CLASSES)
+    k = len(classes)
     counts = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
     totals = counts.sum(1)
-    pairs = [{"true": CLASSES[t], "predicted": CLASSES[p], "faces": int(counts[t, p]),
+    pairs = [{"true": classes[t], "predicted": classes[p], "faces": int(counts[t, p]),
               "share_of_true_class": round(counts[t, p] / max(totals[t], 1), 3)}
              for t in range(k) for p in range(k) if t != p]
     return sorted(pairs, key=lambda pair: -pair["faces"])[:top]
 
 
-def pair_examples(probs: np.ndarray, labels: np.ndarray, true: str, predicted: str, n: int = 4) -> np.ndarray:
+def pair_examples(probs: np.ndarray, labels: np.ndarray, true: str, predicted: str, n: int = 4,
+                  classes=CLASSES) -> np.ndarray:
     """The faces of class `true` labelled `predicted`, most confident first."""
-    t, p = CLASSES.index(true), CLASSES.index(predicted)
+    t, p = classes.index(true), classes.index(predicted)
     chosen = np.flatnonzero((labels == t) & (probs.argmax(1) == p))
     return chosen[np.argsort(-probs[chosen, p])][:n]
 
 
-def mean_maps(cams: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
-    """The mean heat map of the faces given each class (classes: one index per face)."""
-    return {name: cams[classes == i].mean(0) for i, name in enumerate(CLASSES) if (classes == i).any()}
+def mean_maps(cams: np.ndarray, given: np.ndarray, classes=CLASSES) -> dict[str, np.ndarray]:
+    """The mean heat map of the faces given each class (given: one class index per face)."""
+    return {name: cams[given == i].mean(0) for i, name in enumerate(classes) if (given == i).any()}

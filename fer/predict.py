@@ -12,8 +12,7 @@ from PIL import Image
 from .detect import DetectorConfig, Face, crop_face, detect_faces
 from .errors import DataError, FerError, one_line, quote
 from .images import display_name, open_image, to_gray, to_rgb, to_viewable
-from .inference import predict_probs
-from .preprocess import CLASSES
+from .inference import classes_of, predict_probs
 from .runtime import atomic_write
 
 BOX_COLOR = (0, 220, 0)
@@ -38,18 +37,20 @@ def predict_image(image: Image.Image, models, tta: bool = False, temperature: fl
     gray = to_gray(image)
     crops = torch.from_numpy(np.stack([crop_face(gray, face, align) for face in faces]))
     probs = predict_probs(models, crops, tta=tta, temperature=temperature)
+    classes = classes_of(models)
     return {"face_found": face_found, **({} if face_found else {"note": NO_FACE_NOTE}), "faces": [
         {"box": list(face.box), "score": face.score, "landmarks": face.landmarks,
-         "label": CLASSES[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(CLASSES, p)}}
+         "label": classes[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
         for face, p in zip(faces, probs)]}
 
 
-def predict(path, model, classes=CLASSES, print_text: bool = True, put_text: bool = True,
+def predict(path, model, classes=None, print_text: bool = True, put_text: bool = True,
             tta: bool = False) -> dict:
     """The first version's call: label the faces in the photo at `path`, print the labels and, with
-    put_text, return the photo with box and label drawn on it as result["image"] (a PIL image)."""
-    if tuple(classes) != CLASSES:
-        raise ValueError(f"the models are trained for the classes {CLASSES}")
+    put_text, return the photo with box and label drawn on it as result["image"] (a PIL image).
+    classes: the model's own (from its weights) unless given; given, they must be the model's."""
+    if classes is not None and tuple(classes) != classes_of(model):
+        raise ValueError(f"the model is trained for the classes {classes_of(model)}, not {tuple(classes)}")
     image = open_image(path)
     result = {"path": str(path), **predict_image(image, model, tta=tta)}
     if print_text:

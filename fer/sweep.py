@@ -52,6 +52,7 @@ from .datasets import resolve_data_source
 from .errors import ConfigError, FerError, one_line, quote
 from .paths import REPO_ROOT, runs_dir
 from .runtime import atomic_write
+from .charts import read_history
 from .train import paths_for
 
 TRAINING_NOTEBOOK = REPO_ROOT / "notebooks" / "02_training.ipynb"
@@ -293,7 +294,7 @@ def run_sweep(runs: list[Run], engine: str = "auto", jobs: int = 1, devices: lis
         return list(pool.map(one, todo))
 
 
-RESULT_COLUMNS = ("status", "best_public_acc", "best_epoch", "epochs", "train_seconds", "images_per_second",
+RESULT_COLUMNS = ("status", "best_val_acc", "best_epoch", "epochs", "train_seconds", "images_per_second",
                   "error")
 SUMMARY_COLUMNS = ("seeds", "mean_acc", "std_acc", "best_epoch", "train_seconds", "images_per_second")
 
@@ -303,14 +304,14 @@ def results(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         status = run.status()
-        row = {"run": run.name, **run.varying, "status": status["status"], "best_public_acc": np.nan,
+        row = {"run": run.name, **run.varying, "status": status["status"], "best_val_acc": np.nan,
                "best_epoch": np.nan, "epochs": 0, "train_seconds": np.nan, "images_per_second": np.nan,
                "error": status.get("error", "")}
         if run.files["history"].is_file():
-            history = pd.read_csv(run.files["history"])
+            history = read_history(run.files["history"])
             if len(history):
-                best = history["public_acc"].idxmax()
-                row.update(best_public_acc=history["public_acc"][best], best_epoch=int(history["epoch"][best]),
+                best = history["val_acc"].idxmax()
+                row.update(best_val_acc=history["val_acc"][best], best_epoch=int(history["epoch"][best]),
                            epochs=len(history), train_seconds=history["seconds"].iloc[-1],
                            images_per_second=history["images_per_second"].median())
         rows.append(row)
@@ -325,8 +326,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         settings = ["all"]
         done = done.assign(all="all")
     grouped = done.groupby(settings, sort=False, dropna=False)
-    out = grouped.agg(seeds=("seed", "count"), mean_acc=("best_public_acc", "mean"),
-                      std_acc=("best_public_acc", "std"), best_epoch=("best_epoch", "mean"),
+    out = grouped.agg(seeds=("seed", "count"), mean_acc=("best_val_acc", "mean"),
+                      std_acc=("best_val_acc", "std"), best_epoch=("best_epoch", "mean"),
                       train_seconds=("train_seconds", "mean"), images_per_second=("images_per_second", "mean"))
     return out.reset_index()
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .augment import augment
 from .config import RESUMABLE, TrainConfig
-from .datasets import load_split
+from .datasets import FaceSet, load_split, split_name, splits_of
 from .errors import ConfigError, FerError, WeightsError, one_line, quote
 from .evaluate import evaluate
 from .model import ModelConfig, build_model, check_input_size
@@ -44,8 +44,9 @@ from .runtime import Dist, atomic_write, autocast_for, init_distributed, machine
     remove_stale_temp_files
 from .weights import is_number, load_model, read_metadata, save_weights
 
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "public_loss", "public_acc", "seconds",
-                  "images_per_second")
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_second")
+# History rows and weights written before the selection split was a setting call it PublicTest by name.
+OLD_FIELDS = {"public_loss": "val_loss", "public_acc": "val_acc"}
 # The settings that make the network; --init-from takes those not given from the weights it starts from.
 MODEL_SETTINGS = ("arch", "dropout", "head_dropout", "stem", "norm")
 CHECKPOINT_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "seconds": float,
@@ -88,13 +89,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device, ema=None):
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device, ema=None,
+               votes: torch.Tensor | None = None):
     """One optimizer step on a normalized, augmented batch; returns the logits and the loss (detached).
+    votes: each face's distribution of annotators' votes (FER+), the target instead of its one label.
     The throughput benchmark times this same function."""
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast_for(device, cfg.amp):
         logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits, y if votes is None else votes, label_smoothing=cfg.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -104,7 +107,7 @@ def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainCon
 
 
 def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state: dict, generator,
-                    device, ema=None, dist: Dist = Dist()) -> dict:
+                    device, ema=None, dist: Dist = Dist(), votes: torch.Tensor | None = None) -> dict:
     """One pass over the shuffled training set; stops early when the run's progress reaches 1."""
     model.train()
     n = len(labels)
@@ -130,10 +133,12 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
         # then sees exactly what one process with the same global batch would (augmenting is cheap).
         x = augment(normalize(images_u8[index]), cfg.augment, generator)
         y = labels[index]
+        v = votes[index] if votes is not None else None
         if dist.enabled:
             part = len(index) // dist.world
-            x, y = x[dist.rank * part:(dist.rank + 1) * part], y[dist.rank * part:(dist.rank + 1) * part]
-        logits, loss = train_step(model, optimizer, x, y, cfg, device, ema)
+            mine = slice(dist.rank * part, (dist.rank + 1) * part)
+            x, y, v = x[mine], y[mine], (v[mine] if v is not None else None)
+        logits, loss = train_step(model, optimizer, x, y, cfg, device, ema, v)
         state["step"] += 1
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -191,6 +196,10 @@ def load_checkpoint(path: Path) -> dict:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise WeightsError(f"cannot resume from {quote(path)}: its '{name}' is "
                                f"{type(value).__name__ if name in checkpoint else 'missing'}, not {kind.__name__}")
+    for row in checkpoint["history"]:  # rows of a checkpoint from before the selection split had its name
+        for old, new in OLD_FIELDS.items():
+            if isinstance(row, dict) and old in row and new not in row:
+                row[new] = row.pop(old)
     if not all(isinstance(r, dict) and all(is_number(r.get(k)) for k in HISTORY_FIELDS)
                for r in checkpoint["history"]) or \
             not isinstance(checkpoint["rng"].get("torch"), torch.Tensor) or \
@@ -249,8 +258,9 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
     if not cfg.resume:
         if files["weights"].exists() and not cfg.force:
             try:
-                acc = read_metadata(files["weights"]).get("public_acc")
-                what = f"a model (PublicTest {acc:.2%})" if acc is not None else "a model"
+                meta = read_metadata(files["weights"])
+                acc = meta.get("val_acc")
+                what = f"a model ({split_name(meta['val_split'])} {acc:.2%})" if acc is not None else "a model"
             except FerError:
                 what = "a file that is not fer weights"
             raise ConfigError(f"{quote(cfg.out)} already holds {what}: choose another --out, --resume its run, "
@@ -294,7 +304,9 @@ def adopt_network(cfg: TrainConfig, explicit: set[str] | None) -> TrainConfig:
     if "arch" not in taken and cfg.arch != source.arch:
         taken.pop("dropout", None)  # the p after every activation belongs to resnet50_dropout: another arch has its own
     adopted = dataclasses.replace(cfg, **taken).validate()
-    shapes = [{k: v.shape for k, v in build_model(c).state_dict().items()} for c in (source, adopted.model_config())]
+    # the classifier may differ: a model fine-tuned to another data set's classes gets a new one
+    ours = dataclasses.replace(adopted.model_config(), num_classes=source.num_classes)
+    shapes = [{k: v.shape for k, v in build_model(c).state_dict().items()} for c in (source, ours)]
     if shapes[0] != shapes[1]:
         ours = adopted.model_config()
         differing = [k for k in MODEL_SETTINGS[2:] if getattr(source, k) != getattr(ours, k)] or ["arch"]
@@ -303,6 +315,25 @@ def adopt_network(cfg: TrainConfig, explicit: set[str] | None) -> TrainConfig:
                           f"{differing[0]} {getattr(ours, differing[0])!r}: leave --{differing[0].replace('_', '-')} "
                           f"out to use the weights' own")
     return adopted
+
+
+def init_from(model: torch.nn.Module, path, classes: tuple[str, ...], log=print) -> None:
+    """Start from a weights file's tensors: all of them when the classes are the weights' own; all but the
+    classifier's otherwise (its outputs would mean other classes), which then starts afresh."""
+    source = load_model(path)
+    state = source.state_dict()
+    if tuple(source.fer_classes) != tuple(classes):
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if own[k].shape == v.shape and not _is_head(model, k)}
+        log(f"note: {path} was trained for {len(source.fer_classes)} other classes; its classifier is not used")
+        own.update(state)
+        state = own
+    model.load_state_dict(state)
+
+
+def _is_head(model: torch.nn.Module, key: str) -> bool:
+    head = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    return key.startswith(head + ".")
 
 
 def open_tensorboard(cfg: TrainConfig, first_epoch: int):
@@ -325,10 +356,24 @@ def open_tensorboard(cfg: TrainConfig, first_epoch: int):
 def log_epoch(writer, row: dict) -> None:
     if writer is None:
         return
-    for tag, key in (("loss/train", "train_loss"), ("loss/public", "public_loss"), ("accuracy/train", "train_acc"),
-                     ("accuracy/public", "public_acc"), ("lr", "lr"), ("images_per_second", "images_per_second")):
+    for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("accuracy/train", "train_acc"),
+                     ("accuracy/val", "val_acc"), ("lr", "lr"), ("images_per_second", "images_per_second")):
         writer.add_scalar(tag, row[key], row["epoch"])
     writer.flush()
+
+
+def training_sets(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
+    """The training faces and the faces that choose the model: --val-fraction of the training faces, the
+    --val-split named, or the data's own selection split (PublicTest for FER-2013, val/ for a split layout)."""
+    present = splits_of(cfg.data)
+    train_set = load_split(cfg.data, "train" if "train" in present else "all")
+    if cfg.val_fraction is not None:
+        return train_set.split_off(cfg.val_fraction, cfg.seed)
+    split = cfg.val_split or next((s for s in ("public", "val") if s in present), None)
+    if split is None:
+        raise ConfigError(f"{quote(train_set.source)} has no split to choose the model on ({', '.join(sorted(present)) or 'no splits'}): "
+                          f"give --val-fraction 0.1 to hold out a tenth of the training faces, or --val-split")
+    return train_set, load_split(cfg.data, split).in_classes(train_set.classes)
 
 
 def check_writable(files: dict[str, Path]) -> None:
@@ -356,13 +401,16 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     seed_everything(cfg.seed + dist.rank)  # dropout masks differ between ranks, as between samples
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shared: same order and augmentation
 
-    train_set = load_split(cfg.data, "train").subset(cfg.subset, cfg.seed)
-    val_set = load_split(cfg.data, "public").subset(cfg.val_subset, cfg.seed)
+    train_set, val_set = training_sets(cfg)
+    train_set, val_set = train_set.subset(cfg.subset, cfg.seed), val_set.subset(cfg.val_subset, cfg.seed)
     images_u8, labels = train_set.images.to(device), train_set.labels.to(device)
+    votes = train_set.votes.to(device) if cfg.votes and train_set.votes is not None else None
+    model_cfg = dataclasses.replace(model_cfg, num_classes=len(train_set.classes))
 
     model = build_model(model_cfg)
+    model.fer_classes = train_set.classes  # what evaluate() reads the outputs as
     if cfg.init_from is not None and checkpoint is None:  # a resumed run's own weights come from its checkpoint
-        model.load_state_dict(load_model(cfg.init_from).state_dict())
+        init_from(model, cfg.init_from, train_set.classes, log=print if dist.rank == 0 else (lambda *a: None))
     if dist.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=torch.channels_last)
@@ -397,14 +445,15 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
     log = print if dist.rank == 0 else (lambda *args, **kwargs: None)
     log(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
-        f"{len(train_set)} train, {len(val_set)} PublicTest images" + (f", {dist.world} processes" if dist.enabled
-                                                                       else "") + f"; weights -> {cfg.out}")
+        f"{len(train_set)} train, {len(val_set)} {split_name(val_set.split)} images, {len(train_set.classes)} classes "
+        f"({', '.join(train_set.classes)})" + (f", {dist.world} processes" if dist.enabled else "")
+        + f"; weights -> {cfg.out}")
     writer = open_tensorboard(cfg, state["epoch"]) if dist.rank == 0 else None
-    wrote_weights = False
+    wrote_weights, val_name = False, split_name(val_set.split)
     while state["epoch"] < cfg.epochs:
         epoch_start = time.perf_counter()
         stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema,
-                                dist)
+                                dist, votes)
         if stats["images"] == 0:  # the budget ran out at an epoch boundary: nothing new to evaluate
             break
         if not math.isfinite(stats["train_loss"]) or not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -423,12 +472,13 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
         row = {"epoch": state["epoch"], "lr": round(stats["lr"], 6),
                "train_loss": round(stats["train_loss"], 5), "train_acc": round(stats["train_acc"], 5),
-               "public_loss": round(val["loss"], 5), "public_acc": round(val["accuracy"], 5),
+               "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
                "seconds": round(state["seconds"], 1), "images_per_second": round(stats["images_per_second"], 1)}
         state["history"].append(row)
         if val["accuracy"] > state["best_acc"]:
             state["best_acc"] = val["accuracy"]
-            save_weights(shipped, model_cfg, files["weights"], public_acc=round(val["accuracy"], 5),
+            save_weights(shipped, model_cfg, files["weights"], classes=train_set.classes,
+                         val_acc=round(val["accuracy"], 5), val_split=val_set.split,
                          epoch=state["epoch"], train_seconds=round(state["seconds"], 1),
                          train_config=cfg.to_dict(), device=machine_description(device))
             wrote_weights = True
@@ -436,7 +486,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
         write_history(files["history"], state["history"])
         log_epoch(writer, row)
         print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
-              f"PublicTest loss {row['public_loss']:.4f} acc {row['public_acc']:.4f} | lr {row['lr']:.4f} | "
+              f"{val_name} loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | lr {row['lr']:.4f} | "
               f"{row['images_per_second']:.0f} img/s | {row['seconds']:.0f} s", flush=True)
         dist.from_rank0(state["seconds"])
         if stats["finished"]:
@@ -446,7 +496,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     if dist.enabled:
         torch.distributed.destroy_process_group()
     if wrote_weights or (checkpoint is not None and files["weights"].exists()):
-        log(f"best PublicTest accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
+        log(f"best {val_name} accuracy {state['best_acc']:.4f}; weights in {files['weights']}")
     elif dist.rank == 0:
         raise FerError(f"no epoch finished (epoch {state['epoch']} of {cfg.epochs}): no weights were written")
     return state

@@ -29,13 +29,23 @@ from tqdm.auto import tqdm
 
 from .detect import DetectorConfig, crop_face, detect_faces
 from .errors import DataError, quote
-from .inference import predict_probs
+from .inference import classes_of, predict_probs
 from .predict import BOX_COLOR, draw_face
 from .preprocess import CLASSES
 from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
 
-CSV_FIELDS = (["time_s", "frame", "face_id", "x", "y", "w", "h", "score"] + [f"raw_{c}" for c in CLASSES]
-              + [f"smooth_{c}" for c in CLASSES] + ["label", "raw_label"])
+def csv_fields(classes=CLASSES) -> list[str]:
+    """The columns of the table: one row per analysed frame and face, a raw and a smoothed column per class."""
+    return (["time_s", "frame", "face_id", "x", "y", "w", "h", "score"] + [f"raw_{c}" for c in classes]
+            + [f"smooth_{c}" for c in classes] + ["label", "raw_label"])
+
+
+def classes_in(table) -> tuple[str, ...]:
+    """The classes of a table, from its smooth_<class> columns."""
+    return tuple(c.removeprefix("smooth_") for c in table.columns if c.startswith("smooth_"))
+
+
+CSV_FIELDS = csv_fields()  # for FER-2013's classes
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,7 @@ THUMBNAIL_SIZE = 96
 PANEL_MIN_ROW = 11  # pixels per class row: a name in letters about 8 px high, readable at 640 x 480
 
 
-def panel_layout(frame_shape, box, line: int) -> dict:
+def panel_layout(frame_shape, box, line: int, classes=CLASSES) -> dict:
     """Where the per-class panel of a face goes and how big: one row per class (name, bar, percentage),
     rows scaled with the label above the box (`line`, its height) and never under PANEL_MIN_ROW pixels;
     under the box where there is room, else right of it, else left of it, else over the box's lower part."""
@@ -213,10 +223,10 @@ def panel_layout(frame_shape, box, line: int) -> dict:
     x, y, w, h = (int(v) for v in box)
     row = max(PANEL_MIN_ROW, round(line * 0.55))
     font_scale = (row - 3) / 22  # FONT_HERSHEY_SIMPLEX: ~22 px high at scale 1
-    names_w = max(cv2.getTextSize(c, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] for c in CLASSES) + 4
+    names_w = max(cv2.getTextSize(c, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] for c in classes) + 4
     percent_w = cv2.getTextSize("100%", cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)[0][0] + 4
     panel_w = min(width, max(w, names_w + percent_w + 4 * row))
-    panel_h = len(CLASSES) * row + 2
+    panel_h = len(classes) * row + 2
     if y + h + 2 + panel_h <= height:
         left, top = x, y + h + 2
     elif x + w + 2 + panel_w <= width:
@@ -231,17 +241,17 @@ def panel_layout(frame_shape, box, line: int) -> dict:
             "names_w": names_w, "percent_w": percent_w}
 
 
-def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray) -> None:
-    """Box and "id: label p%" above it, and a panel with every class's name, bar and percentage (in CLASSES
-    order, the top class in green), on a BGR frame; sizes follow the frame and the face."""
+def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray, classes=CLASSES) -> None:
+    """Box and "id: label p%" above it, and a panel with every class's name, bar and percentage (in the
+    model's order, the top class in green), on a BGR frame; sizes follow the frame and the face."""
     top_class = int(np.argmax(probs))
-    _, _, line = draw_face(frame_bgr, box, f"{face_id}: {CLASSES[top_class]} {probs[top_class]:.0%}",
+    _, _, line = draw_face(frame_bgr, box, f"{face_id}: {classes[top_class]} {probs[top_class]:.0%}",
                            BOX_COLOR[::-1])
-    p = panel_layout(frame_bgr.shape, box, line)
+    p = panel_layout(frame_bgr.shape, box, line, classes)
     region = frame_bgr[p["top"]:p["top"] + p["height"], p["left"]:p["left"] + p["width"]]
     region[:] = (region * 0.35).astype(frame_bgr.dtype)  # darkened, so white letters read on any scene
     bar_left, bar_right = p["left"] + p["names_w"], p["left"] + p["width"] - p["percent_w"]
-    for k, (name, value) in enumerate(zip(CLASSES, probs)):
+    for k, (name, value) in enumerate(zip(classes, probs)):
         row_top = p["top"] + 1 + k * p["row"]
         baseline = row_top + p["row"] - 3
         cv2.putText(frame_bgr, name, (p["left"] + 2, baseline), cv2.FONT_HERSHEY_SIMPLEX, p["font_scale"],
@@ -264,17 +274,19 @@ class VideoResult:
     complete: bool                  # False: the input ended before its announced length
     outputs: dict[str, str]
     thumbnails: dict[int, np.ndarray] = field(default_factory=dict)  # face id: its clearest view (RGB)
+    classes: tuple[str, ...] = CLASSES
 
     @property
     def table(self):
         import pandas as pd
-        return pd.DataFrame(self.rows, columns=CSV_FIELDS)
+        return pd.DataFrame(self.rows, columns=csv_fields(self.classes))
 
 
 def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig = VideoConfig(),
                   progress: bool = True, show: bool = False) -> VideoResult:
     """Find, follow and label the faces of a video file (or camera index); see the module's docstring."""
     check_outputs({"--out": out_video, "--csv": out_csv}, [] if isinstance(source, int) else [source])
+    classes = classes_of(models)
     capture, fps, announced = open_video(source)
     if cfg.every < 1 or cfg.max_rate is not None and not cfg.max_rate > 0:
         capture.release()
@@ -288,7 +300,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
             remove_stale_temp_files(finals[kind])
             temps[kind] = temp_name(finals[kind])
     csv_file = temps["csv"].open("w", newline="") if "csv" in temps else None
-    table = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS) if csv_file else None
+    table = csv.DictWriter(csv_file, fieldnames=csv_fields(classes)) if csv_file else None
     if table:
         table.writeheader()
     tracker, rows, shown = FaceTracker(cfg), [], []
@@ -319,7 +331,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                         raise DataError(f"cannot write {quote(finals['video'])}: OpenCV has no mp4v writer here")
             if writer is not None or show:
                 for box, face_id, probs in shown:
-                    draw_track(frame, box, face_id, probs)
+                    draw_track(frame, box, face_id, probs, classes)
             if writer is not None:
                 writer.write(frame)
             if show:
@@ -343,7 +355,8 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
         raise DataError(f"cannot read {quote(source)}: no frame could be decoded")
     return VideoResult(rows, frame_index, analysed, fps, time.perf_counter() - start,
                        complete=not announced or frame_index >= announced, outputs=outputs,
-                       thumbnails={face_id: picture for face_id, (_, picture) in sorted(tracker.thumbnails.items())})
+                       thumbnails={face_id: picture for face_id, (_, picture) in sorted(tracker.thumbnails.items())},
+                       classes=classes)
 
 
 def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTracker, cfg: VideoConfig, rows,
@@ -357,6 +370,7 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTr
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(gray, f) for f in faces])),
                           temperature=None).numpy()
+    classes = classes_of(models)
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
     tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])
@@ -364,9 +378,9 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTr
         smoothed = smooth(track, p, t - previous.get(track.face_id, t), cfg.smoothing)
         row = {"time_s": round(t, 3), "frame": frame_index, "face_id": track.face_id,
                **dict(zip(("x", "y", "w", "h"), face.box)), "score": face.score,
-               **{f"raw_{c}": round(float(v), 4) for c, v in zip(CLASSES, p)},
-               **{f"smooth_{c}": round(float(v), 4) for c, v in zip(CLASSES, smoothed)},
-               "label": CLASSES[int(np.argmax(smoothed))], "raw_label": CLASSES[int(np.argmax(p))]}
+               **{f"raw_{c}": round(float(v), 4) for c, v in zip(classes, p)},
+               **{f"smooth_{c}": round(float(v), 4) for c, v in zip(classes, smoothed)},
+               "label": classes[int(np.argmax(smoothed))], "raw_label": classes[int(np.argmax(p))]}
         rows.append(row)
         if table is not None:
             table.writerow(row)
@@ -426,7 +440,7 @@ def emotion_shares(table) -> "pd.DataFrame":  # noqa: F821
     """Per face: the share of its analysed frames in which each emotion was its (smoothed) label."""
     import pandas as pd
     shares = pd.crosstab(table["face_id"], table["label"], normalize="index")
-    return shares.reindex(columns=list(CLASSES), fill_value=0.0).round(3)
+    return shares.reindex(columns=list(classes_in(table)), fill_value=0.0).round(3)
 
 
 def camera_can_show() -> bool:

@@ -34,15 +34,19 @@ def git_commit() -> str:
         return "unknown"
 
 
-def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.float16, **info) -> Path:
+def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.float16, classes=CLASSES,
+                 **info) -> Path:
     """Write the model's weights (float16 by default) and its metadata atomically.
 
-    info: extra metadata such as public_acc or epoch; values are stored as JSON.
+    classes: the names of the model's outputs, in order (the data's; FER-2013's by default).
+    info: extra metadata such as val_acc, val_split or epoch; values are stored as JSON.
     """
+    if len(classes) != cfg.num_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {cfg.num_classes} outputs")
     path = Path(path)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    metadata = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "classes": json.dumps(CLASSES),
+    metadata = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "classes": json.dumps(list(classes)),
                 "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
                 "normalization": json.dumps({"mean": NORM_MEAN, "std": NORM_STD, "equalize_hist": True}),
                 "commit": git_commit()}
@@ -99,11 +103,14 @@ def read_metadata(path) -> dict:
 
 def _check_metadata(meta: dict) -> None:
     classes = meta.get("classes")
-    if not isinstance(classes, list) or tuple(classes) != CLASSES:
-        raise ValueError(f"classes {classes!r} are not the FER-2013 classes {list(CLASSES)}")
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise ValueError(f"classes {str(classes)[:80]!r} are not a list of distinct names")
     if not isinstance(meta.get("config"), dict):
         raise ValueError("'config' is not a JSON object")
-    ModelConfig.from_dict(meta["config"])
+    cfg = ModelConfig.from_dict(meta["config"])
+    if len(classes) != cfg.num_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {cfg.num_classes} outputs")
     if meta.get("input_size") != [1, IMAGE_SIZE, IMAGE_SIZE]:
         raise ValueError(f"input_size {meta.get('input_size')!r} is not [1, {IMAGE_SIZE}, {IMAGE_SIZE}]")
     norm = meta.get("normalization")
@@ -114,8 +121,11 @@ def _check_metadata(meta: dict) -> None:
         t = meta["temperature"]
         if not is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
             raise ValueError(f"temperature {t!r} is not a number in {list(TEMPERATURE_RANGE)}")
-    if "public_acc" in meta and not (is_number(meta["public_acc"]) and 0 <= meta["public_acc"] <= 1):
-        raise ValueError(f"public_acc {meta['public_acc']!r} is not a number in [0, 1]")
+    if "public_acc" in meta and "val_acc" not in meta:  # written before the selection split was a setting
+        meta["val_acc"], meta["val_split"] = meta.pop("public_acc"), "public"
+    if "val_acc" in meta and not (is_number(meta["val_acc"]) and 0 <= meta["val_acc"] <= 1):
+        raise ValueError(f"val_acc {meta['val_acc']!r} is not a number in [0, 1]")
+    meta.setdefault("val_split", "public")
 
 
 def is_number(value) -> bool:
@@ -126,7 +136,8 @@ def is_number(value) -> bool:
 def load_model(path=None, device="cpu") -> torch.nn.Module:
     """Load weights (default: the shipped model) in float32, in eval mode, on `device`.
 
-    `model.fer_config` is its ModelConfig, `model.fer_metadata` the metadata, `model.fer_path` the file.
+    `model.fer_config` is its ModelConfig, `model.fer_classes` its classes, `model.fer_metadata` the metadata,
+    `model.fer_path` the file.
     """
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     meta = read_metadata(path)
@@ -146,9 +157,15 @@ def load_model(path=None, device="cpu") -> torch.nn.Module:
         raise WeightsError(f"{quote(path)} holds NaN or infinite values ({len(broken)} tensors, e.g. {broken[0]})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model.fer_config = cfg
+    model.fer_classes = tuple(meta["classes"])
     model.fer_metadata = meta
     model.fer_path = path
     return model.to(device).eval()
+
+
+def classes_of_model(model) -> tuple[str, ...]:
+    """A model's class names: from its weights' metadata, FER-2013's for a model built in code."""
+    return tuple(getattr(model, "fer_classes", CLASSES))
 
 
 def temperature_of(model) -> float:

@@ -107,4 +107,4 @@ def untrained_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     cfg = ModelConfig()
     return save_weights(build_model(cfg).eval(), cfg, tmp_path_factory.mktemp("weights") / "untrained.safetensors",
-                        public_acc=0.0)
+                        val_acc=0.0, val_split="public")

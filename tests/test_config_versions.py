@@ -96,7 +96,7 @@ def test_training_writes_tensorboard_events_and_a_resume_continues_them(fer_fold
     assert run(tiny_train_args(fer_folder, "--out", out), capsys)[0] == 0
     assert run(tiny_train_args(fer_folder, "--out", out, "--resume", "--epochs", "2"), capsys)[0] == 0
     events = EventAccumulator(str(tensorboard_dir(out))).Reload()
-    assert {"loss/train", "loss/public", "accuracy/train", "accuracy/public", "lr",
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr",
             "images_per_second"} <= set(events.Tags()["scalars"])
-    assert [e.step for e in events.Scalars("accuracy/public")] == [1, 2]
+    assert [e.step for e in events.Scalars("accuracy/val")] == [1, 2]
     assert paths_for(out)["weights"].is_file()

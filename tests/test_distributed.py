@@ -39,7 +39,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(fer_folder, tmp
     assert "2 processes" in stdout and stdout.count("best PublicTest accuracy") == 1  # rank 0 alone reports
     assert len(single) == len(double) == 2
     for a, b in zip(single, double):
-        for column in ("train_loss", "train_acc", "public_loss", "public_acc"):
+        for column in ("train_loss", "train_acc", "val_loss", "val_acc"):
             assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-3, abs=1e-4), column
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
         "one.history.csv", "one.safetensors", "two.history.csv", "two.safetensors"]

@@ -38,13 +38,13 @@ def test_a_2x2_grid_with_two_seeds_gives_one_table_and_one_chart(fer_folder, tmp
                          grid={"head_dropout": [0.0, 0.3], "max_rotate_deg": [0.0, 10.0]}))
     table, means, chart = sweep(spec, data=fer_folder, engine="train", jobs=2, root=tmp_path / "grid", log=print)
     assert len(table) == 8 and (table["status"] == "done").all(), table[["run", "status", "error"]]
-    assert set(table.columns) >= {"head_dropout", "max_rotate_deg", "seed", "best_public_acc", "best_epoch",
+    assert set(table.columns) >= {"head_dropout", "max_rotate_deg", "seed", "best_val_acc", "best_epoch",
                                   "train_seconds", "images_per_second"}
     assert len(means) == 4 and (means["seeds"] == 2).all() and means["std_acc"].notna().all()
     assert chart.is_file() and chart.stat().st_size > 10_000
     for name in ("results.csv", "results.md", "summary.csv", "summary.md"):
         assert (tmp_path / "grid" / name).is_file()
-    assert pd.read_csv(tmp_path / "grid" / "results.csv")["best_public_acc"].between(0, 1).all()
+    assert pd.read_csv(tmp_path / "grid" / "results.csv")["best_val_acc"].between(0, 1).all()
     # each run is a complete training run with its exact settings kept beside it
     run = tmp_path / "grid" / "head_dropout=0.3,max_rotate_deg=10.0,seed=1"
     settings = json.loads((run / "settings.json").read_text())

@@ -34,11 +34,11 @@ def test_training_writes_weights_history_and_checkpoint(fer_folder, tmp_path):
     files = paths_for(out)
     history = read_history(files["history"])
     assert [row["epoch"] for row in history] == ["1", "2"]
-    assert set(history[0]) == {"epoch", "lr", "train_loss", "train_acc", "public_loss", "public_acc", "seconds",
+    assert set(history[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
                                "images_per_second"}
     meta = read_metadata(out)
     assert meta["config"]["arch"] == "resnet50_dropout" and meta["config"]["dropout"] == 0.1
-    assert meta["public_acc"] == max(float(r["public_acc"]) for r in history)
+    assert meta["val_acc"] == max(float(r["val_acc"]) for r in history) and meta["val_split"] == "public"
     assert {"classes", "input_size", "normalization", "commit", "train_config"} <= meta.keys()
     model = load_model(out)
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -20,7 +20,7 @@ def test_float16_round_trip_keeps_the_predictions(tmp_path, fer_folder):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.weight.data.uniform_(0.5, 1.5)
-    path = save_weights(model, cfg, tmp_path / "w.safetensors", public_acc=0.5)
+    path = save_weights(model, cfg, tmp_path / "w.safetensors", val_acc=0.5)
     loaded = load_model(path)
     faces = load_split(fer_folder, "public")
     before = predict_probs(model, faces.images)
@@ -73,7 +73,7 @@ def test_a_pickled_file_is_never_unpickled(tmp_path):
 def test_the_shipped_weights_load_on_the_cpu_by_default():
     model = load_model()
     assert next(model.parameters()).device.type == "cpu"
-    assert model.fer_metadata["public_acc"] > 0.5
+    assert model.fer_metadata["val_acc"] > 0.5
 
 
 @pytest.mark.real_data

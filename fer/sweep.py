@@ -164,7 +164,10 @@ def check_unchanged(run: Run) -> None:
     if not stored.is_file():
         return
     before, now = json.loads(stored.read_text()), flat_settings(run.config)
-    changed = [k for k in now if k not in MAY_CHANGE and before.get(k) != now[k]]
+    # A setting that fer added since the run started is missing from its file: its default is what the run did
+    # (fer.config.UPGRADES fills the same way).
+    defaults = flat_settings(TrainConfig())
+    changed = [k for k in now if k not in MAY_CHANGE and before.get(k, defaults[k]) != now[k]]
     if changed:
         raise ConfigError(f"{quote(run.folder)} was started with {changed[0]} = {before.get(changed[0])!r}, the spec "
                           f"now says {now[changed[0]]!r}: give the sweep a new name to run the new settings")
@@ -379,7 +382,7 @@ def report(runs: list[Run], folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, P
             frame.to_csv(tmp, index=False)
         with atomic_write(folder / f"{stem}.md") as tmp:
             tmp.write_text(markdown(frame))
-    histories = {r.name: pd.read_csv(r.files["history"]) for r in runs if r.files["history"].is_file()}
+    histories = {r.name: read_history(r.files["history"]) for r in runs if r.files["history"].is_file()}
     groups = {r.name: ", ".join(f"{k}={v}" for k, v in r.varying.items() if k != "seed") or "all" for r in runs}
     fig = plot_sweep(histories, groups, table, title=f"sweep {folder.name}")
     chart = save(fig, "sweep.png", folder)

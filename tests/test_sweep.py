@@ -12,7 +12,7 @@ import pytest
 
 from fer.cli import main
 from fer.errors import ConfigError
-from fer.sweep import flat_settings, plan, read_spec, sweep
+from fer.sweep import flat_settings, plan, read_spec, report, sweep
 from tests.conftest import REPO
 
 TINY = {"subset": 14, "val_subset": 14, "batch_size": 14, "epochs": 1, "optimizer": "sgd", "lr": 0.05,
@@ -107,6 +107,21 @@ def test_a_spec_that_changed_under_a_started_run_is_refused(fer_folder, tmp_path
     (run.folder / "settings.json").write_text(json.dumps({**flat_settings(run.config), "lr": 0.01}))
     with pytest.raises(ConfigError, match="lr"):
         plan(spec, fer_folder, tmp_path)
+
+
+def test_a_run_started_before_fer_added_a_setting_is_not_taken_for_a_changed_one(fer_folder, tmp_path):
+    spec = {"name": "s", "base": {**TINY, "arch": "resnet50"}}
+    [run] = plan(spec, fer_folder, tmp_path)
+    run.folder.mkdir(parents=True)
+    older = {k: v for k, v in flat_settings(run.config).items() if k not in ("votes", "val_split", "val_fraction")}
+    (run.folder / "settings.json").write_text(json.dumps(older))
+    assert plan(spec, fer_folder, tmp_path)[0].folder == run.folder
+    # and its history, written with the columns of then (public_*), is read into the table and chart
+    run.files["history"].write_text("epoch,lr,train_loss,train_acc,public_loss,public_acc,seconds,images_per_second\n"
+                                    "1,0.001,1.9,0.2,1.8,0.25,10.0,100.0\n")
+    (run.folder / "status.json").write_text(json.dumps({"status": "done"}))
+    table, _, chart = report([run], tmp_path)
+    assert table["best_val_acc"].tolist() == [0.25] and chart.is_file()
 
 
 @pytest.mark.parametrize("spec, message", [

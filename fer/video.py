@@ -319,7 +319,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                 break
             t = frame_index / fps
             if frame_index % cfg.every == 0 and t >= next_analysis - 1e-9:
-                shown = analyse_frame(frame, t, frame_index, models, tracker, cfg, rows, table)
+                shown = analyse_frame(frame, t, frame_index, models, classes, tracker, cfg, rows, table)
                 analysed += 1
                 if cfg.max_rate:
                     next_analysis = max(next_analysis + 1 / cfg.max_rate, t)  # drift-free: on a grid of times
@@ -359,8 +359,8 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                        classes=classes)
 
 
-def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTracker, cfg: VideoConfig, rows,
-                  table) -> list:
+def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, tracker: FaceTracker,
+                  cfg: VideoConfig, rows, table) -> list:
     """Detect, crop and classify (one batch) the faces of one frame; update tracks and the table."""
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
     faces = detect_faces(rgb, cfg.detector)
@@ -370,7 +370,6 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, tracker: FaceTr
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(gray, f) for f in faces])),
                           temperature=None).numpy()
-    classes = classes_of(models)
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
     tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])

@@ -94,6 +94,9 @@ def read_metadata(path) -> dict:
             meta[key] = value
         except RecursionError:
             raise WeightsError(f"{quote(path)} has bad metadata: its '{key}' is nested too deeply") from None
+    if "public_acc" in meta and "val_acc" not in meta:  # written before the selection split was a setting
+        meta["val_acc"], meta["val_split"] = meta.pop("public_acc"), "public"
+    meta.setdefault("val_split", "public")
     try:
         _check_metadata(meta)
     except (ConfigError, TypeError, ValueError) as e:
@@ -121,11 +124,8 @@ def _check_metadata(meta: dict) -> None:
         t = meta["temperature"]
         if not is_number(t) or not TEMPERATURE_RANGE[0] <= t <= TEMPERATURE_RANGE[1]:
             raise ValueError(f"temperature {t!r} is not a number in {list(TEMPERATURE_RANGE)}")
-    if "public_acc" in meta and "val_acc" not in meta:  # written before the selection split was a setting
-        meta["val_acc"], meta["val_split"] = meta.pop("public_acc"), "public"
     if "val_acc" in meta and not (is_number(meta["val_acc"]) and 0 <= meta["val_acc"] <= 1):
         raise ValueError(f"val_acc {meta['val_acc']!r} is not a number in [0, 1]")
-    meta.setdefault("val_split", "public")
 
 
 def is_number(value) -> bool:

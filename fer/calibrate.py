@@ -1,6 +1,7 @@
 """Probabilities that mean what they say: temperature scaling (Guo et al. 2017) and calibration error.
 
-The temperature is fitted on PublicTest (never PrivateTest) and stored in the weights' metadata, where
+The temperature is fitted on the split that chose the model (PublicTest for FER-2013, never PrivateTest, the
+test split) and stored in the weights' metadata, where
 `fer.predict` and the gallery pick it up.
 """
 from __future__ import annotations

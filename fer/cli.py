@@ -47,11 +47,11 @@ class Parser(argparse.ArgumentParser):
 # The commands and their one-line help. Each one's options are built (add_<command>_arguments) only for the
 # command asked for: they import torch, torchvision and OpenCV, which `python -m fer --help` does not need.
 COMMANDS = {
-    "train": "train a model; best-on-PublicTest weights go to --out",
+    "train": "train a model; the weights best on the selection split (PublicTest for FER-2013) go to --out",
     "sweep": "a grid of training runs from a spec (experiments/*.toml), compared in one table and chart; "
              "resumes where it stopped",
     "evaluate": "accuracy, per-class recall and confusion matrix on face crops",
-    "calibrate": "fit a temperature on the selection split (PublicTest) and store it in the weights",
+    "calibrate": "fit a temperature on the selection split (PublicTest for FER-2013) and store it in the weights",
     "export": "write the ONNX model of a weights file (float32, or int8 with --int8)",
     "video": "follow and label the faces of a video file or a camera over time",
     "predict": "find faces in photos and label their expressions",
@@ -249,10 +249,10 @@ def run_export(args) -> int:
 def run_evaluate(args) -> int:
     from .datasets import load_split
     from .evaluate import evaluate
-    from .inference import classes_of
+    from .inference import classes_of, face_of
     models = load_engines(args)
     classes = classes_of(models)
-    faces = load_split(args.data, args.split)
+    faces = load_split(args.data, args.split, face=face_of(models))
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
     result.update(split=faces.split, data=faces.source, tta=args.tta, weights=args.weights or ["default"],
                   engine=[m.name for m in models])
@@ -288,7 +288,7 @@ def run_calibrate(args) -> int:
     split = args.split or model.fer_metadata["val_split"]  # where the model was chosen, not where it is judged
     if split not in SPLITS:
         raise DataError(f"{path} was chosen on {split!r}, a part of its training faces: give --split")
-    selection = load_split(args.data, split).in_classes(model.fer_classes)
+    selection = load_split(args.data, split, face=model.fer_config.face).in_classes(model.fer_classes)
     name = split_name(split)
     if len(selection) < MIN_CALIBRATION_FACES:
         raise DataError(f"{len(selection)} {name} faces are too few to fit a temperature on (at least "
@@ -300,7 +300,7 @@ def run_calibrate(args) -> int:
                         f"[{low}, {high}]: the model's confidence cannot be trusted on them; {path} is unchanged")
     result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": split}
     if args.report:
-        faces = load_split(args.data, args.report).in_classes(model.fer_classes)
+        faces = load_split(args.data, args.report, face=model.fer_config.face).in_classes(model.fer_classes)
         before = log_probs_of(model, faces.images)
         probs_before, probs_after = before.softmax(1), (before / temperature).softmax(1)
         result.update({f"{args.report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from .augment import AugmentConfig
 from .errors import ConfigError
 from .model import DEFAULT_DROPOUT, NORMS, STEMS, ModelConfig, known_arch
+from .preprocess import IMAGE_SIZE, SIZE_RANGE
 from .runtime import pick_device
 
 # Settings that may differ between a run and its --resume: they change when or where it runs, not what.
@@ -35,7 +36,7 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 # How a stored config of version v becomes one of version v + 1: fields renamed, and fields added in v + 1
 # whose default is what version v did. Version 1 is every config written before configs had a version (the
 # shipped weights' own): its network was called "model"; amp (bf16 autocast where fast, always on before
@@ -44,7 +45,9 @@ UPGRADES = {1: {"renamed": {"model": "arch"},
                 "added": ("amp", "norm", "ema_decay", "force", "init_from")},
             # 3: the split that chooses the model became a setting (it was PublicTest: val_split None means the
             # data's own, which is PublicTest for FER-2013).
-            2: {"renamed": {}, "added": ("val_split", "val_fraction", "votes")}}
+            2: {"renamed": {}, "added": ("val_split", "val_fraction", "votes")},
+            # 4: faces of any size and colour (48 x 48 gray before).
+            3: {"renamed": {}, "added": ("image_size", "channels")}}
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
@@ -63,8 +66,14 @@ class TrainConfig:
     dropout: float | None = setting(None, "p after every activation (resnet50_dropout; default "
                                     f"{DEFAULT_DROPOUT['resnet50_dropout']})", kind=float, check=FRACTION)
     head_dropout: float = setting(0.0, "dropout before the classifier", check=FRACTION)
-    stem: str = setting("imagenet", "how a ResNet reads the 48-px face (see fer/model.py)", choices=STEMS)
+    stem: str = setting("imagenet", "how a ResNet reads the face (see fer/model.py)", choices=STEMS)
     norm: str = setting("batch", "group: GroupNorm instead of BatchNorm (ResNets)", choices=NORMS)
+    image_size: int = setting(IMAGE_SIZE, "the faces' side in pixels: each is read (and cached) at this size "
+                              "(FER-2013's are 48; RAF-DB's aligned faces 100)",
+                              check=(lambda v: SIZE_RANGE[0] <= v <= SIZE_RANGE[1],
+                                     f"a whole number from {SIZE_RANGE[0]} to {SIZE_RANGE[1]}"))
+    channels: int = setting(1, "1: gray faces; 3: colour (RGB), for data sets in colour such as RAF-DB",
+                            choices=(1, 3))
     epochs: int = setting(40, "epochs (the schedule spans them, or --time-budget)", check=COUNT)
     batch_size: int = setting(128, "images per step (the global batch under torchrun)", check=COUNT)
     optimizer: str = setting("adamw", "adamw, or sgd with Nesterov momentum", choices=("adamw", "sgd"))
@@ -117,7 +126,7 @@ class TrainConfig:
             if not _is_kind(value, meta["kind"]):
                 raise ConfigError(f"{_flag(f)} must be {meta['kind'].__name__}, not {value!r}")
             if meta.get("choices") and value not in meta["choices"]:
-                raise ConfigError(f"{_flag(f)} must be one of {', '.join(meta['choices'])}, not {value!r}")
+                raise ConfigError(f"{_flag(f)} must be one of {', '.join(map(str, meta['choices']))}, not {value!r}")
             if meta.get("check") and not meta["check"][0](value):
                 raise ConfigError(f"{_flag(f)} must be {meta['check'][1]}, not {value!r}")
         if os.environ.get("WORLD_SIZE", "1") == "1":  # under torchrun each rank takes its own GPU
@@ -137,7 +146,7 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         dropout = DEFAULT_DROPOUT.get(self.arch, 0.0) if self.dropout is None else self.dropout
         return ModelConfig(arch=self.arch, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem,
-                           norm=self.norm)
+                           norm=self.norm, image_size=self.image_size, channels=self.channels)
 
     def to_dict(self) -> dict:
         """What checkpoints and weights store: every field, and the version of this layout."""

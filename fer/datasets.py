@@ -12,8 +12,10 @@ Layouts (a folder, a zip of one read in place, or a CSV):
 
 The classes come from the data: the FER-2013 order when every class is one of FER-2013's (a folder of five of
 its classes keeps that order), the order of the layout's own list for FER+ and RAF-DB, else the folder names
-sorted. Every face goes through `fer.images.read_face` (the one preprocessing). A data set is decoded once
-into a uint8 tensor N x 48 x 48 and cached as a plain .npz (no pickle) under fer.paths.cache_dir().
+sorted. Every face goes through `fer.images.read_face` (the one preprocessing), in the format the model reads
+(`fer.preprocess.FaceFormat`: 48 x 48 gray unless a run says otherwise). A data set is decoded once per format
+into a uint8 tensor N x H x W (gray) or N x H x W x 3 (RGB) and cached as a plain .npz (no pickle) under
+fer.paths.cache_dir().
 """
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ import torch
 from .errors import DataError, one_line, quote
 from .images import PHOTO_SUFFIXES, read_face
 from .paths import DATASET_DIR, cache_dir
-from .preprocess import CLASSES, IMAGE_SIZE, preprocess_face
+from .preprocess import CLASSES, FaceFormat, preprocess_face
 from .runtime import atomic_write
 
 # The Kaggle fer2013.csv codes: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
 CSV_CODE_TO_CLASS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CSV_USAGE_TO_GROUP = {"Training": "train", "PublicTest": "public", "PrivateTest": "private"}
+CSV_SIDE = 48  # the Kaggle CSV's faces: 48 x 48 gray pixels, row by row
 SPLITS = ("train", "val", "public", "private", "test", "all")
 # The top folders of a split layout, and the split each one holds.
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -56,8 +59,8 @@ NO_DATA_HINT = ("give the data's path (train's --data, the DATA argument of eval
 
 @dataclass
 class FaceSet:
-    """Preprocessed face crops of one split: images uint8 N x 48 x 48, labels int64 N (index in `classes`),
-    and for FER+ the annotators' votes, float N x classes (each row sums to 1)."""
+    """Preprocessed face crops of one split: images uint8 N x H x W (gray) or N x H x W x 3 (RGB), labels
+    int64 N (index in `classes`), and for FER+ the annotators' votes, float N x classes (each row sums to 1)."""
     images: torch.Tensor
     labels: torch.Tensor
     source: str
@@ -67,6 +70,11 @@ class FaceSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def face(self) -> FaceFormat:
+        """The format the faces were read in."""
+        return FaceFormat(self.images.shape[1], 1 if self.images.dim() == 3 else self.images.shape[3])
 
     def class_counts(self) -> dict[str, int]:
         counts = torch.bincount(self.labels, minlength=len(self.classes)).tolist()
@@ -132,8 +140,9 @@ def resolve_data_source(source: str | os.PathLike | None = None) -> Path:
     return path
 
 
-def load_split(source=None, split: str | None = None, cache: bool = True) -> FaceSet:
-    """Load one split of a data set (any layout of the module's docstring).
+def load_split(source=None, split: str | None = None, cache: bool = True,
+               face: FaceFormat = FaceFormat()) -> FaceSet:
+    """Load one split of a data set (any layout of the module's docstring), its faces in the format `face`.
 
     split: train, val, public (FER-2013's PublicTest), private (PrivateTest), test (a split layout's test/, or
     FER-2013's PublicTest and PrivateTest together), all; None: the layout's own selection split (public for
@@ -142,7 +151,7 @@ def load_split(source=None, split: str | None = None, cache: bool = True) -> Fac
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
     path = resolve_data_source(source)
-    images, labels, groups, classes, votes = _load_all(path, cache)
+    images, labels, groups, classes, votes = _load_all(path, cache, face)
     present = set(np.unique(groups).tolist()) - {"all"}
     if split is None:
         split = "public" if "public" in present else "val" if "val" in present else "all"
@@ -161,9 +170,10 @@ def load_split(source=None, split: str | None = None, cache: bool = True) -> Fac
                    classes, None if votes is None else torch.from_numpy(votes[keep]))
 
 
-def splits_of(source=None, cache: bool = True) -> set[str]:
-    """The splits a data set has (empty for plain class folders)."""
-    return set(np.unique(_load_all(resolve_data_source(source), cache)[2]).tolist()) - {"all"}
+def splits_of(source=None, cache: bool = True, face: FaceFormat = FaceFormat()) -> set[str]:
+    """The splits a data set has (empty for plain class folders); `face`: the format it will be read in (the
+    data is decoded, and cached, in it)."""
+    return set(np.unique(_load_all(resolve_data_source(source), cache, face)[2]).tolist()) - {"all"}
 
 
 SPLIT_NAMES = {"public": "PublicTest", "private": "PrivateTest", "train": "Training"}
@@ -174,10 +184,10 @@ def split_name(split: str) -> str:
     return SPLIT_NAMES.get(split, split)
 
 
-def _load_all(path: Path, cache: bool):
-    """images, labels, groups, classes and votes (None but for FER+) of a whole data set, from the cache if
-    it is there."""
-    cache_file = _cache_file(path) if cache else None
+def _load_all(path: Path, cache: bool, face: FaceFormat):
+    """images, labels, groups, classes and votes (None but for FER+) of a whole data set in the format `face`,
+    from the cache if it is there."""
+    cache_file = _cache_file(path, face) if cache else None
     if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as saved:
@@ -187,17 +197,17 @@ def _load_all(path: Path, cache: bool):
             pass
     classes, votes = None, None
     if path.is_dir() and _rafdb_list(path) is not None:
-        images, names, groups, classes = _read_rafdb(path)
+        images, names, groups, classes = _read_rafdb(path, face)
     elif path.is_dir() and (path / "fer2013new.csv").is_file():
-        images, names, groups, classes, votes = _read_ferplus(path / "fer2013new.csv")
+        images, names, groups, classes, votes = _read_ferplus(path / "fer2013new.csv", face)
     elif path.is_dir():
-        images, names, groups = _read_members(_folder_members(path), path)
+        images, names, groups = _read_members(_folder_members(path), path, face)
     elif path.suffix.lower() == ".zip":
-        images, names, groups = _read_zip(path)
+        images, names, groups = _read_zip(path, face)
     elif path.name.lower() == "fer2013new.csv":
-        images, names, groups, classes, votes = _read_ferplus(path)
+        images, names, groups, classes, votes = _read_ferplus(path, face)
     elif path.suffix.lower() == ".csv":
-        images, names, groups = _read_csv(path)
+        images, names, groups = _read_csv(path, face)
         classes = CLASSES  # the format's seven codes, whichever of them the rows use
     else:
         raise DataError(f"cannot read data from {quote(path)}: expected a folder, a .zip or a .csv")
@@ -219,7 +229,7 @@ def order_classes(names) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _cache_file(path: Path) -> Path:
+def _cache_file(path: Path, face: FaceFormat) -> Path:
     stat = path.stat()
     if path.is_dir():  # a folder's identity: its files' names, sizes and times
         entries = sorted(f"{p.relative_to(path)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
@@ -228,7 +238,8 @@ def _cache_file(path: Path) -> Path:
     else:
         identity = f"{stat.st_size}:{stat.st_mtime_ns}"
     key = hashlib.sha256(f"{CACHE_VERSION}\n{path.resolve()}\n{identity}".encode()).hexdigest()[:16]
-    return cache_dir() / f"{path.stem}-{key}.npz"
+    suffix = "" if face == FaceFormat() else f"-{face.size}{'rgb' if face.channels == 3 else 'gray'}"
+    return cache_dir() / f"{path.stem}-{key}{suffix}.npz"
 
 
 def _member_group_and_class(relpath: str, where: Path) -> tuple[str, str] | None:
@@ -281,7 +292,7 @@ def _read_file(path: Path) -> bytes:
         raise DataError(f"cannot read {quote(path)}: {one_line(e)}") from None
 
 
-def _read_zip(path: Path):
+def _read_zip(path: Path, face: FaceFormat):
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
@@ -294,7 +305,7 @@ def _read_zip(path: Path):
             placed = _member_group_and_class(info.filename, path)
             if placed is not None:
                 members.append((info.filename, placed, lambda info=info: _read_zip_member(archive, info, path)))
-        return _read_members(members, path)
+        return _read_members(members, path, face)
 
 
 def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
@@ -316,10 +327,10 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path
     return data
 
 
-def _read_members(members, where: Path):
+def _read_members(members, where: Path, face: FaceFormat):
     images, names, groups = [], [], []
     for relpath, (group, class_name), read_bytes in members:
-        images.append(read_face(read_bytes(), f"{where}/{relpath}"))
+        images.append(read_face(read_bytes(), f"{where}/{relpath}", face))
         names.append(class_name)
         groups.append(group)
     if not images:
@@ -328,7 +339,7 @@ def _read_members(members, where: Path):
     return np.stack(images), np.array(names), np.array(groups)
 
 
-def _read_csv(path: Path):
+def _read_csv(path: Path, face: FaceFormat):
     images, labels, groups = [], [], []
     line = 1
     try:
@@ -339,7 +350,7 @@ def _read_csv(path: Path):
                 raise DataError(f"{quote(path)} is not a FER-2013 CSV: expected the columns emotion,pixels,Usage")
             reader.fieldnames = [n.strip() for n in reader.fieldnames]
             for line, row in enumerate(reader, start=2):
-                images.append(preprocess_face(_csv_pixels(row, path, line)))
+                images.append(preprocess_face(_csv_pixels(row, path, line), face))
                 labels.append(CSV_CODE_TO_CLASS[int(row["emotion"])])
                 groups.append(CSV_USAGE_TO_GROUP.get((row.get("Usage") or "").strip(), "all"))
     except UnicodeDecodeError as e:
@@ -357,14 +368,14 @@ def _csv_pixels(row: dict, path: Path, line: int) -> np.ndarray:
         pixels = np.array((row["pixels"] or "").split(), dtype=np.int64)
         if not 0 <= code < len(CSV_CODE_TO_CLASS):
             raise ValueError(f"emotion code {code} is not 0-6")
-        if pixels.size != IMAGE_SIZE * IMAGE_SIZE or pixels.min() < 0 or pixels.max() > 255:
-            raise ValueError(f"expected {IMAGE_SIZE * IMAGE_SIZE} pixels in 0-255, got {pixels.size}")
+        if pixels.size != CSV_SIDE * CSV_SIDE or pixels.min() < 0 or pixels.max() > 255:
+            raise ValueError(f"expected {CSV_SIDE * CSV_SIDE} pixels in 0-255, got {pixels.size}")
     except (ValueError, TypeError, AttributeError, OverflowError) as e:
         raise DataError(f"{quote(path)} line {line}: bad row ({one_line(e)})") from None
-    return pixels.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+    return pixels.astype(np.uint8).reshape(CSV_SIDE, CSV_SIDE)
 
 
-def _read_ferplus(path: Path):
+def _read_ferplus(path: Path, face: FaceFormat):
     """FER+ (fer2013new.csv, row for row the faces of fer2013.csv beside it): the majority label of the 8
     emotions, the votes as a distribution; a face whose "unknown" or "not a face" votes are at least its most
     voted emotion's is left out."""
@@ -379,7 +390,7 @@ def _read_ferplus(path: Path):
     wanted = (*FERPLUS_CLASSES, *FERPLUS_DROPPED)
     if not votes_rows or not set(wanted) <= set(votes_rows[0]):
         raise DataError(f"{quote(path)} is not FER+'s fer2013new.csv: expected the columns {', '.join(wanted)}")
-    pixels, _, groups = _read_csv(pixels_csv)
+    pixels, _, groups = _read_csv(pixels_csv, face)
     if len(votes_rows) != len(pixels):
         raise DataError(f"{quote(path)} has {len(votes_rows)} rows and {quote(pixels_csv)} {len(pixels)}: they must "
                         f"be the same faces, row for row")
@@ -405,7 +416,7 @@ def _rafdb_list(root: Path) -> Path | None:
     return None
 
 
-def _read_rafdb(root: Path):
+def _read_rafdb(root: Path, face: FaceFormat):
     """RAF-DB basic: list_patition_label.txt ("train_00001.jpg 5", labels 1-7) and the aligned faces
     (Image/aligned/train_00001_aligned.jpg, or the original name, in Image/aligned/, aligned/ or the root)."""
     listing = _rafdb_list(root)
@@ -427,7 +438,7 @@ def _read_rafdb(root: Path):
         if found is None:
             raise DataError(f"{quote(root)} has no image for {quote(name)} (looked in Image/aligned/, aligned/ and "
                             f"the folder itself)")
-        images.append(read_face(_read_file(found), str(found)))
+        images.append(read_face(_read_file(found), str(found), face))
         names.append(RAFDB_CLASSES[label - 1])
         groups.append("train" if stem.startswith("train") else "test")
     if not images:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .paths import PACKAGE_DIR
-from .preprocess import IMAGE_SIZE, preprocess_face
+from .preprocess import IMAGE_SIZE, FaceFormat, preprocess_face
 
 YUNET_MODEL = PACKAGE_DIR / "models" / "face_detection_yunet_2023mar.onnx"
 # Median landmark positions in FER-2013's 48 x 48 crops: right eye, left eye, nose, mouth corners.
@@ -120,9 +120,11 @@ def _detect(bgr: np.ndarray, to_photo: np.ndarray, photo_size, cfg: DetectorConf
     return faces
 
 
-def face_transform(face: Face, align: bool = True) -> np.ndarray:
-    """The 2 x 3 affine map from photo pixels to the 48 x 48 crop: eyes level (if align), scaled and
-    placed as in FER-2013's crops. Without landmarks, the box is squared and fills the crop."""
+def face_transform(face: Face, align: bool = True, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The 2 x 3 affine map from photo pixels to the crop (`size` pixels wide): eyes level (if align), scaled
+    and placed as in FER-2013's 48 x 48 crops. Without landmarks, the box is squared and fills the crop."""
+    if size != IMAGE_SIZE:  # the same framing, scaled: FER-2013's template is measured in 48-px crops
+        return face_transform(face, align) * (size / IMAGE_SIZE)
     if face.landmarks is None:
         x, y, w, h = face.box
         side = max(w, h)
@@ -142,17 +144,20 @@ def face_transform(face: Face, align: bool = True) -> np.ndarray:
     return np.hstack([linear, (TEMPLATE_ANCHOR - linear @ anchor)[:, None]])
 
 
-def crop_face(gray: np.ndarray, face: Face, align: bool = True) -> np.ndarray:
-    """The face as the network's input: aligned, framed like FER-2013, 48 x 48 gray, equalized."""
-    matrix = face_transform(face, align)
+def crop_face(photo: np.ndarray, face: Face, align: bool = True, fmt: FaceFormat = FaceFormat()) -> np.ndarray:
+    """The face as the network's input: aligned, framed like FER-2013, equalized, in the format `fmt` (48 x 48
+    gray by default). photo: gray (H x W) for a gray format, RGB (H x W x 3) for a colour one
+    (fer.images.to_channels)."""
+    matrix = face_transform(face, align, fmt.size)
     # Warp to a crop k times larger, then shrink with pixel-area averaging: a large face warped straight to
     # 48 px would alias.
     k = max(1, min(8, math.floor(1 / max(np.hypot(*matrix[0, :2]), 1e-6))))
-    big = cv2.warpAffine(gray, matrix * np.array([[k], [k]]), (IMAGE_SIZE * k, IMAGE_SIZE * k),
+    big = cv2.warpAffine(photo, matrix * np.array([[k], [k]]), (fmt.size * k, fmt.size * k),
                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return preprocess_face(big)
+    return preprocess_face(big, fmt)
 
 
-def crop_to_photo(face: Face, align: bool = True) -> np.ndarray:
-    """The 2 x 3 affine map from the 48 x 48 crop back to photo pixels (to draw a crop's heat map there)."""
-    return cv2.invertAffineTransform(face_transform(face, align))
+def crop_to_photo(face: Face, align: bool = True, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The 2 x 3 affine map from the crop (`size` pixels wide) back to photo pixels (to draw a crop's heat map
+    there)."""
+    return cv2.invertAffineTransform(face_transform(face, align, size))

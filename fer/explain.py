@@ -1,7 +1,7 @@
 """Why did it say "sad"? Grad-CAM (Selvaraju et al. 2017) of a class for face crops, and its map on the photo.
 
 For a crop and a class, Grad-CAM weighs each channel of a convolutional stage's output by the mean gradient
-of the class's logit with respect to it, sums, keeps the positive part and upsamples it to the 48 x 48 crop:
+of the class's logit with respect to it, sums, keeps the positive part and upsamples it to the crop (48 x 48):
 where in the face the evidence for that class lies. Plain hooks on the torchvision network (no extra library:
 `grad-cam` would bring opencv-python, which clashes with opencv-python-headless). The model runs in eval mode
 (dropout off, BatchNorm's running statistics), on its device, in float32.
@@ -29,18 +29,19 @@ import torch.nn.functional as F
 
 from .detect import Face, crop_to_photo
 from .errors import ConfigError
-from .preprocess import IMAGE_SIZE, normalize
-from .weights import classes_of_model
+from .preprocess import normalize
+from .weights import classes_of_model, face_of_model
 
 LAYERS = ("layer4", "layer3", "layer2")  # a ResNet's stages that --explain-layer names most often
 MIN_GRID = 6
 
 
-def stage_grids(model: torch.nn.Module, size: int = IMAGE_SIZE) -> dict[str, int]:
-    """The network's stages and the side of each one's output grid for a face of `size` pixels (48: the model's
-    own), deepest first. A stage is the last module, among the model's children and grandchildren, to output a
-    grid of a given side (> 1): a ResNet's layer4, layer3, layer2, layer1 (and its stem's relu), features.N of
-    torchvision's other networks; found by a forward pass, so any architecture has them."""
+def stage_grids(model: torch.nn.Module, size: int | None = None) -> dict[str, int]:
+    """The network's stages and the side of each one's output grid for a face of `size` pixels (None: the
+    model's own, 48 for FER-2013's), deepest first. A stage is the last module, among the model's children and
+    grandchildren, to output a grid of a given side (> 1): a ResNet's layer4, layer3, layer2, layer1 (and its
+    stem's relu), features.N of torchvision's other networks; found by a forward pass, so any architecture has
+    them."""
     last = {}  # grid side -> the name of the last module that output it
 
     def record(name, output):
@@ -51,7 +52,9 @@ def stage_grids(model: torch.nn.Module, size: int = IMAGE_SIZE) -> dict[str, int
     was_training = model.training
     try:
         with torch.inference_mode():
-            model.eval()(torch.zeros(1, 1, size, size, device=next(model.parameters()).device))
+            face = face_of_model(model)
+            model.eval()(torch.zeros(1, face.channels, size or face.size, size or face.size,
+                                     device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -69,7 +72,7 @@ def stage_strides(model: torch.nn.Module) -> dict[str, int]:
     return {name: STRIDE_PROBE // grid for name, grid in stage_grids(model, STRIDE_PROBE).items()}
 
 
-def upsample_to_crop(cams: torch.Tensor, stride: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+def upsample_to_crop(cams: torch.Tensor, stride: int, size: int) -> torch.Tensor:
     """N x 1 x n x n cell values -> N x size x size, cell k centred on pixel stride * k (see the module's
     docstring), bilinear between cells, the last cell's value held beyond it."""
     n = cams.shape[-1]
@@ -87,7 +90,8 @@ def default_layer(model: torch.nn.Module) -> str:
 
 def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str | None = None,
              layer: str | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Heat maps N x 48 x 48 in [0, 1] (each scaled by its own maximum) and the probabilities N x 7.
+    """Heat maps N x H x W in [0, 1] (the crops' size; each scaled by its own maximum) and the probabilities
+    N x classes.
 
     target: a class (index or name) for every crop, one per crop (a sequence), or None for each crop's
     predicted class. layer: one of stage_grids(model) (a ResNet's layer4, layer3, layer2, ...); None:
@@ -120,14 +124,15 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
                 handle.remove()
             weights = gradients.mean(dim=(2, 3), keepdim=True)
             cam = F.relu((weights * captured["a"]).sum(1, keepdim=True)).detach()
-            cam = upsample_to_crop(cam, stride)
+            cam = upsample_to_crop(cam, stride, x.shape[-1])
             peak = cam.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]
             maps.append((cam / peak).cpu().numpy())
             probs.append(F.softmax(logits.detach().float(), 1).cpu().numpy())
     finally:
         model.train(was_training)
     if not maps:
-        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros((0, len(classes)), np.float32)
+        side = face_of_model(model).size
+        return np.zeros((0, side, side), np.float32), np.zeros((0, len(classes)), np.float32)
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
 
 
@@ -164,12 +169,14 @@ class Explainer:
     def face_maps(self, image, result: dict) -> list[dict]:
         """Per face of `result` (fer.predict.predict_image's): its crop, heat map and the class explained."""
         from .detect import crop_face
-        from .images import to_gray
-        gray = to_gray(image)
+        from .images import to_channels
+        from .inference import face_of
+        fmt = face_of(self.models)
+        photo = to_channels(image, fmt.channels)
         faces = [Face(tuple(f["box"]), f.get("score"), f.get("landmarks")) for f in result["faces"]]
         if not faces:
             return []
-        crops = np.stack([crop_face(gray, face) for face in faces])
+        crops = np.stack([crop_face(photo, face, fmt=fmt) for face in faces])
         classes = [self.target or f["label"] for f in result["faces"]]
         maps = [grad_cam(m, torch.from_numpy(crops), classes, self.layer)[0] for m in self.models]
         cams = np.mean(maps, axis=0)
@@ -190,9 +197,9 @@ def colorize(cam: np.ndarray) -> np.ndarray:
 
 
 def overlay_crop(crop_u8: np.ndarray, cam: np.ndarray, alpha: float = 0.45, size: int = 144) -> np.ndarray:
-    """The 48 x 48 crop the model read, enlarged, with its heat map over it (RGB uint8)."""
-    gray = cv2.cvtColor(crop_u8, cv2.COLOR_GRAY2RGB).astype(np.float32)
-    blended = (1 - alpha) * gray + alpha * colorize(cam).astype(np.float32)
+    """The crop the model read (gray or RGB), enlarged, with its heat map over it (RGB uint8)."""
+    face = (cv2.cvtColor(crop_u8, cv2.COLOR_GRAY2RGB) if crop_u8.ndim == 2 else crop_u8).astype(np.float32)
+    blended = (1 - alpha) * face + alpha * colorize(cam).astype(np.float32)
     return cv2.resize(blended.round().astype(np.uint8), (size, size), interpolation=cv2.INTER_CUBIC)
 
 
@@ -200,7 +207,7 @@ def cam_on_photo(photo_shape: tuple[int, int], face: Face, cam: np.ndarray, alig
     """A crop's heat map carried back onto the photo (H x W, 0 outside the crop): through the inverse of the
     alignment and crop."""
     height, width = photo_shape[:2]
-    return cv2.warpAffine(cam.astype(np.float32), crop_to_photo(face, align), (width, height),
+    return cv2.warpAffine(cam.astype(np.float32), crop_to_photo(face, align, cam.shape[0]), (width, height),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 

@@ -48,7 +48,8 @@ def near_duplicates(images: torch.Tensor, size: int = 8) -> list[np.ndarray]:
     """Groups of indices whose images share an average hash (downscaled to size x size, above/below mean).
 
     A cheap, standard way to find images that are the same face up to small pixel changes."""
-    small = torch.nn.functional.adaptive_avg_pool2d(images.float().unsqueeze(1), size).flatten(1)
+    gray = images.float() if images.dim() == 3 else images.float().mean(-1)  # an RGB face hashed by its lightness
+    small = torch.nn.functional.adaptive_avg_pool2d(gray.unsqueeze(1), size).flatten(1)
     bits = (small > small.mean(1, keepdim=True)).numpy()
     hashes = np.packbits(bits, axis=1)
     _, inverse, counts = np.unique(hashes, axis=0, return_inverse=True, return_counts=True)

@@ -6,8 +6,8 @@
            calibrated on training crops; written beside the weights as NAME.int8.onnx.
 
 Each file's metadata names the weights it came from (the sha256 of their tensors: a new temperature written by
-`calibrate` does not change it), the class order, the input size and the temperature at export. A file that
-names other weights, other classes or another input is refused.
+`calibrate` does not change it), the class order, the input size (C x H x W, the weights' FaceFormat) and the
+temperature at export. A file that names other weights, other classes or another input is refused.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import load_split
+from .datasets import load_split, splits_of
 from .errors import WeightsError, one_line, quote
 from .paths import DEFAULT_WEIGHTS, cache_dir
-from .preprocess import IMAGE_SIZE, normalize
+from .model import ModelConfig
+from .preprocess import FaceFormat, normalize
 from .runtime import atomic_write, check_outputs
 from .weights import load_model, read_metadata
 
@@ -66,7 +67,7 @@ def export_onnx(weights=None, out=None) -> Path:
     out = Path(out) if out else float_onnx_path(weights)
     check_outputs({"--out": out}, [weights])
     model = load_model(weights)
-    example = torch.randn(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    example = torch.randn(2, *model.fer_config.face.input_size)
     with warnings.catch_warnings(), atomic_write(out) as tmp:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
@@ -80,7 +81,8 @@ def export_onnx(weights=None, out=None) -> Path:
 
 
 def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROPS) -> Path:
-    """The int8 ONNX model, calibrated on `crops` training faces of `data` (a FER-2013 source)."""
+    """The int8 ONNX model, calibrated on `crops` training faces of `data` (the data set the weights were
+    trained on; its faces read in the weights' format)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -91,7 +93,9 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
     source = float_onnx_path(weights)
     if not onnx_matches(source, weights):
         export_onnx(weights, source)
-    calibration = normalize(load_split(data, "train").subset(crops, seed=0).images).numpy()
+    face = ModelConfig.from_dict(read_metadata(weights)["config"]).face
+    split = "train" if "train" in splits_of(data, face=face) else "all"
+    calibration = normalize(load_split(data, split, face=face).subset(crops, seed=0).images).contiguous().numpy()
 
     class Crops(CalibrationDataReader):
         def __init__(self):
@@ -116,7 +120,7 @@ def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
     meta = read_metadata(weights)
     temperature = meta.get("temperature", 1.0)
     values = {"format": ONNX_FORMAT, "weights_sha256": weights_digest(weights), "weights_name": weights.name,
-              "classes": json.dumps(meta["classes"]), "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
+              "classes": json.dumps(meta["classes"]), "input_size": json.dumps(meta["input_size"]),
               "temperature": json.dumps(temperature), "precision": precision, **extra}
     del proto.metadata_props[:]
     for key, value in values.items():
@@ -127,7 +131,7 @@ def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
 def _check_against_torch(path: Path, model) -> None:
     """The exported graph must give PyTorch's logits (float32) on a random batch."""
     import onnxruntime as ort
-    x = torch.randn(8, 1, IMAGE_SIZE, IMAGE_SIZE)
+    x = torch.randn(8, *model.fer_config.face.input_size)
     with torch.inference_mode():
         expected = model(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -156,20 +160,28 @@ def onnx_metadata(path) -> dict:
             raise ValueError
     except ValueError:
         raise WeightsError(f"{quote(path)} has no list of classes in its metadata") from None
-    _check_graph(proto, path, len(classes))
+    try:
+        input_size = json.loads(meta.get("input_size", ""))
+        if not isinstance(input_size, list) or len(input_size) != 3 or input_size[1] != input_size[2]:
+            raise ValueError
+        FaceFormat(input_size[1], input_size[0])
+    except ValueError:
+        raise WeightsError(f"{quote(path)} has no input size C x H x W of a square face in its metadata") from None
+    _check_graph(proto, path, len(classes), input_size)
     return meta
 
 
-def _check_graph(proto, path: Path, n_classes: int) -> None:
-    """The graph takes N x 1 x 48 x 48 faces and gives N x classes logits, whatever its metadata says: a file
-    carrying another graph under fer's metadata is refused here, not when a photo reaches it."""
+def _check_graph(proto, path: Path, n_classes: int, input_size: list[int]) -> None:
+    """The graph takes N x C x H x W faces (its metadata's input size; 1 x 48 x 48 for FER-2013's models) and
+    gives N x classes logits: a file carrying another graph under fer's metadata is refused here, not when a
+    photo reaches it."""
     def dims(value):
         return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
     inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    if [i.name for i in inputs] != [INPUT_NAME] or dims(inputs[0])[1:] != [1, IMAGE_SIZE, IMAGE_SIZE] or \
+    if [i.name for i in inputs] != [INPUT_NAME] or dims(inputs[0])[1:] != input_size or \
             len(proto.graph.output) != 1 or dims(proto.graph.output[0])[1:] != [n_classes]:
-        raise WeightsError(f"{quote(path)} carries fer's metadata but its graph does not map N x 1 x {IMAGE_SIZE} "
-                           f"x {IMAGE_SIZE} faces to N x {n_classes} scores")
+        raise WeightsError(f"{quote(path)} carries fer's metadata but its graph does not map N x "
+                           f"{' x '.join(map(str, input_size))} faces to N x {n_classes} scores")
 
 
 def check_onnx(path, weights) -> dict:
@@ -179,9 +191,9 @@ def check_onnx(path, weights) -> dict:
     if meta.get("weights_sha256") != weights_digest(weights):
         raise WeightsError(f"{quote(path)} was exported from other weights than {quote(weights)} "
                            f"(export it again: python -m fer export --weights {weights})")
-    if json.loads(meta["classes"]) != weights_meta["classes"] or \
-            meta.get("input_size") != json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]):
-        raise WeightsError(f"{quote(path)} has other classes than its weights or another input size than this code")
+    if json.loads(meta["classes"]) != weights_meta["classes"] or json.loads(meta["input_size"]) != \
+            weights_meta["input_size"]:
+        raise WeightsError(f"{quote(path)} has other classes or another input size than its weights")
     return meta
 
 

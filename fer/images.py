@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import DataError, one_line, quote
-from .preprocess import preprocess_face
+from .preprocess import FaceFormat, preprocess_face
 
 # What cameras, phones, browsers and screenshots write. (Pillow registers multi-picture JPEGs from phones
 # under JPEG, and reads AVIF where it was built with libavif.)
@@ -102,9 +102,14 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(to_viewable(image).convert("RGB"), dtype=np.uint8)
 
 
-def read_face(source, name: str | None = None) -> np.ndarray:
-    """A face crop file (a data set member) as the network's input: 48 x 48 gray, equalized."""
-    return preprocess_face(to_gray(open_image(source, name)))
+def to_channels(image: Image.Image, channels: int) -> np.ndarray:
+    """Any PIL mode as what a network of 1 (gray, H x W) or 3 channels (RGB, H x W x 3) reads."""
+    return to_gray(image) if channels == 1 else to_rgb(image)
+
+
+def read_face(source, name: str | None = None, face: FaceFormat = FaceFormat()) -> np.ndarray:
+    """A face crop file (a data set member) as the network's input: `face`'s size and colour, equalized."""
+    return preprocess_face(to_channels(open_image(source, name), face.channels), face)
 
 
 def display_name(path: str | os.PathLike) -> str:

@@ -1,7 +1,8 @@
 """Class probabilities for face crops: one place for the normalization, test-time augmentation, the
 temperature and ensembling; only the forward pass differs between engines.
 
-An engine turns a normalized batch N x 1 x 48 x 48 (float32, CPU) into logits N x 7 (float32, CPU):
+An engine turns a normalized batch N x C x H x W (float32, CPU; 1 x 48 x 48 for FER-2013's models, the
+model's FaceFormat in general) into logits N x classes (float32, CPU):
   torch      the PyTorch model (on its device, bf16 autocast where the hardware runs it fast)
   onnx       ONNX Runtime, float32 (exported into the cache on first use, fer.export)
   onnx-int8  ONNX Runtime, int8 (NAME.int8.onnx beside the weights; `python -m fer export --int8`)
@@ -16,11 +17,13 @@ import torch.nn.functional as F
 
 from .errors import WeightsError, quote
 from .paths import DEFAULT_WEIGHTS
-from .preprocess import CLASSES, normalize
+from .model import ModelConfig
+from .preprocess import CLASSES, IMAGE_SIZE, FaceFormat, normalize
 from .runtime import autocast_for
-from .weights import classes_of_model, load_model, read_metadata, temperature_of
+from .weights import classes_of_model, face_of_model, load_model, read_metadata, temperature_of
 
-# Test-time augmentation: the face, shifted by 3 px in four directions, each also mirrored (10 views).
+# Test-time augmentation: the face, shifted by 3 px (of 48; as much of a larger face) in four directions, each
+# also mirrored (10 views).
 TTA_SHIFTS = ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3))
 ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 
@@ -34,6 +37,7 @@ class TorchEngine:
         self.device = next(model.parameters()).device
         self.metadata = getattr(model, "fer_metadata", {})
         self.classes = classes_of_model(model)
+        self.face = face_of_model(model)
         self.temperature = temperature_of(model)
 
     @torch.inference_mode()
@@ -55,6 +59,7 @@ class OnnxEngine:
         self.name, self.path, self.input_name = name, Path(onnx_path), INPUT_NAME
         self.metadata = read_metadata(weights)  # the temperature is the weights' own, as calibrated now
         self.classes = tuple(self.metadata["classes"])
+        self.face = ModelConfig.from_dict(self.metadata["config"]).face
         self.temperature = float(self.metadata.get("temperature", 1.0))
         try:
             self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -105,6 +110,16 @@ def classes_of(models) -> tuple[str, ...]:
     return classes.pop()
 
 
+def face_of(models) -> FaceFormat:
+    """The face crops a model, an engine or an ensemble reads; WeightsError when an ensemble's members read
+    different ones."""
+    members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    faces = {getattr(m, "face", FaceFormat()) for m in members}
+    if len(faces) > 1:
+        raise WeightsError(f"an ensemble's members must read the same faces: {' vs '.join(map(str, faces))}")
+    return faces.pop()
+
+
 def _shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     if dy == 0 and dx == 0:
         return images
@@ -115,20 +130,29 @@ def _shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., pad + dy: pad + dy + h, pad + dx: pad + dx + w]
 
 
-def tta_views(tta: bool) -> list[tuple[int, int, bool]]:
-    return [(dy, dx, flip) for dy, dx in TTA_SHIFTS for flip in (False, True)] if tta else [(0, 0, False)]
+def tta_views(tta: bool, size: int = IMAGE_SIZE) -> list[tuple[int, int, bool]]:
+    """(shift down, shift right, mirrored) of each view of a face `size` pixels wide."""
+    if not tta:
+        return [(0, 0, False)]
+    k = size / IMAGE_SIZE
+    return [(round(dy * k), round(dx * k), flip) for dy, dx in TTA_SHIFTS for flip in (False, True)]
 
 
 def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size: int = 256,
                   temperature: float | None = 1.0) -> torch.Tensor:
-    """Softmax probabilities N x classes (CPU) for uint8 face crops N x 48 x 48.
+    """Softmax probabilities N x classes (CPU) for uint8 face crops in the models' format (N x 48 x 48 for
+    FER-2013's; `face_of(models).shape` in general).
 
     models: a model, an engine, or a list of them (an ensemble: the mean of the members' probabilities).
     temperature: divides the logits; None uses each member's own (from its metadata, 1 if uncalibrated).
     """
     members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
     classes_of(members)  # an ensemble averages like with like
-    views = tta_views(tta)
+    face = face_of(members)
+    if tuple(images_u8.shape[1:]) != face.shape:
+        raise ValueError(f"face crops of shape {tuple(images_u8.shape[1:])} for a model that reads {face} "
+                         f"({face.shape}): read the data with the model's format (fer.weights.face_of_model)")
+    views = tta_views(tta, face.size)
     out = []
     for start in range(0, len(images_u8), batch_size):
         batch = normalize(images_u8[start:start + batch_size].cpu())

@@ -1,10 +1,12 @@
-"""The networks: torchvision's classification models with a 1-channel stem for 48-px faces and 7 outputs.
+"""The networks: torchvision's classification models reading a face (48 x 48 gray for FER-2013, or any
+`fer.preprocess.FaceFormat`) into its classes (FER-2013's 7, or a data set's own).
 
 The flagship is ResNet50: `resnet50` is the plain network; `resnet50_dropout` puts Dropout(p) after every
 activation, as the first version of this project did. Any other torchvision classification model trains by
 its name (`torchvision.models.list_models()`: resnet18, convnext_tiny, efficientnet_b0, mobilenet_v3_large,
-...): built by `torchvision.models.get_model`, its first convolution made to read one channel, its last linear
-layer given the classes. `head_dropout` adds dropout before the classifier of any of them.
+...): built by `torchvision.models.get_model`, its first convolution made to read the face's channels (one for
+gray, three for RGB), its last linear layer given the classes. `head_dropout` adds dropout before the classifier
+of any of them.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torchvision
 from torch import nn
 
 from .errors import ConfigError
-from .preprocess import CLASSES, IMAGE_SIZE
+from .preprocess import CLASSES, IMAGE_SIZE, FaceFormat
 
 ARCHS = ("resnet50", "resnet50_dropout")  # the flagship; any name of torchvision_archs() trains as well
 # How a ResNet reads a 48-px face before layer1, and the size layer1 sees (other networks keep their own):
@@ -41,7 +43,8 @@ class ModelConfig:
     stem: str = "imagenet"
     norm: str = "batch"           # batch (BatchNorm), or group (GroupNorm, 32 groups)
     num_classes: int = len(CLASSES)
-    image_size: int = IMAGE_SIZE
+    image_size: int = IMAGE_SIZE  # pixels, square
+    channels: int = 1             # 1 gray, 3 RGB
 
     def __post_init__(self):
         if not known_arch(self.arch):
@@ -65,8 +68,15 @@ class ModelConfig:
                               f"use head_dropout for {self.arch}")
         if type(self.num_classes) is not int or not 2 <= self.num_classes <= 10_000:  # noqa: E721 - 7.0 is not 7
             raise ConfigError(f"num_classes must be a whole number from 2 to 10000, not {self.num_classes!r}")
-        if type(self.image_size) is not int or self.image_size != IMAGE_SIZE:  # noqa: E721
-            raise ConfigError(f"image_size must be {IMAGE_SIZE}, not {self.image_size!r}")
+        try:
+            self.face
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    @property
+    def face(self) -> FaceFormat:
+        """The face crops this network reads."""
+        return FaceFormat(self.image_size, self.channels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,10 +117,12 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     model = torchvision.models.get_model(name, weights=None, num_classes=cfg.num_classes, **options)
     stem_name, stem = first_conv(model)
     if is_resnet(name) and cfg.stem == "cifar":
-        replace(model, stem_name, nn.Conv2d(1, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False))
-    else:  # the same convolution, reading one channel instead of three
-        replace(model, stem_name, nn.Conv2d(1, stem.out_channels, stem.kernel_size, stem.stride, stem.padding,
-                                            stem.dilation, stem.groups, stem.bias is not None, stem.padding_mode))
+        replace(model, stem_name, nn.Conv2d(cfg.channels, stem.out_channels, kernel_size=3, stride=1, padding=1,
+                                            bias=False))
+    elif cfg.channels != stem.in_channels:  # the same convolution, reading gray faces instead of RGB
+        replace(model, stem_name, nn.Conv2d(cfg.channels, stem.out_channels, stem.kernel_size, stem.stride,
+                                            stem.padding, stem.dilation, stem.groups, stem.bias is not None,
+                                            stem.padding_mode))
     if is_resnet(name) and cfg.stem in ("no_maxpool", "cifar"):
         model.maxpool = nn.Identity()
     if cfg.arch == "resnet50_dropout" and cfg.dropout > 0:
@@ -137,7 +149,7 @@ def check_input_size(cfg: ModelConfig) -> None:
     torch's meta device: some architectures' initialisation reads values there, and fails for that alone.)"""
     try:
         with torch.no_grad():
-            build_model(cfg).eval()(torch.zeros(1, 1, cfg.image_size, cfg.image_size))
+            build_model(cfg).eval()(torch.zeros(1, *cfg.face.input_size))
     except Exception as e:  # noqa: BLE001 - each architecture words its own shape errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{cfg.arch} cannot read a {cfg.image_size} x {cfg.image_size} face ({first[:160]})") from None

@@ -11,8 +11,8 @@ from PIL import Image
 
 from .detect import DetectorConfig, Face, crop_face, detect_faces
 from .errors import DataError, FerError, one_line, quote
-from .images import display_name, open_image, to_gray, to_rgb, to_viewable
-from .inference import classes_of, predict_probs
+from .images import display_name, open_image, to_channels, to_rgb, to_viewable
+from .inference import classes_of, face_of, predict_probs
 from .runtime import atomic_write
 
 BOX_COLOR = (0, 220, 0)
@@ -34,8 +34,9 @@ def predict_image(image: Image.Image, models, tta: bool = False, temperature: fl
     face_found = bool(faces)
     if not face_found:
         faces = [Face((0, 0, image.width, image.height), score=None)]
-    gray = to_gray(image)
-    crops = torch.from_numpy(np.stack([crop_face(gray, face, align) for face in faces]))
+    fmt = face_of(models)
+    photo = to_channels(image, fmt.channels)
+    crops = torch.from_numpy(np.stack([crop_face(photo, face, align, fmt) for face in faces]))
     probs = predict_probs(models, crops, tta=tta, temperature=temperature)
     classes = classes_of(models)
     return {"face_found": face_found, **({} if face_found else {"note": NO_FACE_NOTE}), "faces": [

@@ -22,7 +22,8 @@ For runs/sweeps/NAME/RUN/ (RUN: the run's name and the grid values that vary, th
     log.txt              the run's output
     status.json          {"status": "done" | "failed", "error": the one line that stopped it, "seconds": ...}
 and in runs/sweeps/NAME/: results.csv/.md (one row per run), summary.csv/.md (mean ± std over seeds) and
-sweep.png (PublicTest curves of every run; best accuracy per setting with its seeds' spread).
+sweep.png (selection-split curves of every run, PublicTest for FER-2013; best accuracy per setting with its
+seeds' spread).
 
 Running again skips the runs that are done, resumes a half-finished one from its checkpoint, and retries the
 failed ones (fix the cause first); a run whose settings changed in the spec is refused (name a new sweep).
@@ -303,7 +304,8 @@ SUMMARY_COLUMNS = ("seeds", "mean_acc", "std_acc", "best_epoch", "train_seconds"
 
 
 def results(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: what varies, its status, best PublicTest accuracy and epoch, time and throughput."""
+    """One row per run: what varies, its status, best accuracy on the selection split and its epoch, time and
+    throughput."""
     rows = []
     for run in runs:
         status = run.status()

@@ -1,4 +1,5 @@
-"""Training: one loop for CPU and CUDA. Train an epoch, evaluate on PublicTest, log, checkpoint.
+"""Training: one loop for CPU and CUDA. Train an epoch, evaluate on the selection split (PublicTest for
+FER-2013), log, checkpoint.
 
 The uint8 training set lives on the training device as one tensor and is augmented there in batches
 (`fer.augment`), so there are no DataLoader workers. The learning rate follows warm-up + cosine over the
@@ -10,7 +11,7 @@ order and the same augmentation for the global batch, trains on its 1/N slice in
 (NCCL on GPUs with SyncBatchNorm, gloo on CPUs), and rank 0 alone evaluates and writes files.
 
 Files, for --out DIR/NAME.safetensors (default runs/<arch>/<arch>.safetensors):
-  DIR/NAME.safetensors              best-on-PublicTest weights, float16, config in the metadata
+  DIR/NAME.safetensors              the weights best on the selection split, float16, config in the metadata
   DIR/NAME.history.csv              one row per epoch
   DIR/checkpoints/NAME/last.pt      everything --resume needs, the TrainConfig included
   DIR/tensorboard/NAME/             TensorBoard event files, when TensorBoard is installed
@@ -48,7 +49,7 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc
 # History rows and weights written before the selection split was a setting call it PublicTest by name.
 OLD_FIELDS = {"public_loss": "val_loss", "public_acc": "val_acc"}
 # The settings that make the network; --init-from takes those not given from the weights it starts from.
-MODEL_SETTINGS = ("arch", "dropout", "head_dropout", "stem", "norm")
+MODEL_SETTINGS = ("arch", "dropout", "head_dropout", "stem", "norm", "channels", "image_size")
 CHECKPOINT_FIELDS = {"model": dict, "optimizer": dict, "epoch": int, "step": int, "seconds": float,
                      "best_acc": float, "history": list, "args": dict, "rng": dict}
 
@@ -365,15 +366,16 @@ def log_epoch(writer, row: dict) -> None:
 def training_sets(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
     """The training faces and the faces that choose the model: --val-fraction of the training faces, the
     --val-split named, or the data's own selection split (PublicTest for FER-2013, val/ for a split layout)."""
-    present = splits_of(cfg.data)
-    train_set = load_split(cfg.data, "train" if "train" in present else "all")
+    face = cfg.model_config().face
+    present = splits_of(cfg.data, face=face)
+    train_set = load_split(cfg.data, "train" if "train" in present else "all", face=face)
     if cfg.val_fraction is not None:
         return train_set.split_off(cfg.val_fraction, cfg.seed)
     split = cfg.val_split or next((s for s in ("public", "val") if s in present), None)
     if split is None:
         raise ConfigError(f"{quote(train_set.source)} has no split to choose the model on ({', '.join(sorted(present)) or 'no splits'}): "
                           f"give --val-fraction 0.1 to hold out a tenth of the training faces, or --val-split")
-    return train_set, load_split(cfg.data, split).in_classes(train_set.classes)
+    return train_set, load_split(cfg.data, split, face=face).in_classes(train_set.classes)
 
 
 def check_writable(files: dict[str, Path]) -> None:
@@ -391,7 +393,7 @@ def check_writable(files: dict[str, Path]) -> None:
 
 
 def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
-    """Train, keeping the best-on-PublicTest weights; returns the final state (history, best_acc, ...)."""
+    """Train, keeping the weights best on the selection split; returns the final state (history, best_acc, ...)."""
     cfg, checkpoint = prepare_run(cfg, explicit)
     dist, device = init_distributed(cfg.device, cfg.batch_size)
     files = paths_for(cfg.out)
@@ -409,6 +411,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
 
     model = build_model(model_cfg)
     model.fer_classes = train_set.classes  # what evaluate() reads the outputs as
+    model.fer_config = model_cfg  # and the faces it reads
     if cfg.init_from is not None and checkpoint is None:  # a resumed run's own weights come from its checkpoint
         init_from(model, cfg.init_from, train_set.classes, log=print if dist.rank == 0 else (lambda *a: None))
     if dist.enabled and device.type == "cuda":
@@ -445,7 +448,8 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
             step_model, device_ids=[device.index] if device.type == "cuda" else None)
     log = print if dist.rank == 0 else (lambda *args, **kwargs: None)
     log(f"training {model_cfg.arch} (dropout {model_cfg.dropout}, stem {model_cfg.stem}) on {device}: "
-        f"{len(train_set)} train, {len(val_set)} {split_name(val_set.split)} images, {len(train_set.classes)} classes "
+        f"{len(train_set)} train, {len(val_set)} {split_name(val_set.split)} images ({model_cfg.face}), "
+        f"{len(train_set.classes)} classes "
         f"({', '.join(train_set.classes)})" + (f", {dist.world} processes" if dist.enabled else "")
         + f"; weights -> {cfg.out}")
     writer = open_tensorboard(cfg, state["epoch"]) if dist.rank == 0 else None

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from .detect import DetectorConfig, crop_face, detect_faces
 from .errors import DataError, quote
-from .inference import classes_of, predict_probs
+from .inference import classes_of, face_of, predict_probs
 from .predict import BOX_COLOR, draw_face
-from .preprocess import CLASSES
+from .preprocess import CLASSES, FaceFormat
 from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
 
 def csv_fields(classes=CLASSES) -> list[str]:
@@ -286,7 +286,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                   progress: bool = True, show: bool = False) -> VideoResult:
     """Find, follow and label the faces of a video file (or camera index); see the module's docstring."""
     check_outputs({"--out": out_video, "--csv": out_csv}, [] if isinstance(source, int) else [source])
-    classes = classes_of(models)
+    classes, fmt = classes_of(models), face_of(models)
     capture, fps, announced = open_video(source)
     if cfg.every < 1 or cfg.max_rate is not None and not cfg.max_rate > 0:
         capture.release()
@@ -319,7 +319,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                 break
             t = frame_index / fps
             if frame_index % cfg.every == 0 and t >= next_analysis - 1e-9:
-                shown = analyse_frame(frame, t, frame_index, models, classes, tracker, cfg, rows, table)
+                shown = analyse_frame(frame, t, frame_index, models, classes, fmt, tracker, cfg, rows, table)
                 analysed += 1
                 if cfg.max_rate:
                     next_analysis = max(next_analysis + 1 / cfg.max_rate, t)  # drift-free: on a grid of times
@@ -359,7 +359,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                        classes=classes)
 
 
-def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, tracker: FaceTracker,
+def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: FaceFormat, tracker: FaceTracker,
                   cfg: VideoConfig, rows, table) -> list:
     """Detect, crop and classify (one batch) the faces of one frame; update tracks and the table."""
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
@@ -367,8 +367,8 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, tracke
     if not faces:
         tracker.update([], t)
         return []
-    gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-    probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(gray, f) for f in faces])),
+    photo = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if fmt.channels == 1 else rgb
+    probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(photo, f, fmt=fmt) for f in faces])),
                           temperature=None).numpy()
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}

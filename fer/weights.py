@@ -18,7 +18,7 @@ from safetensors.torch import save
 from .errors import ConfigError, WeightsError, one_line, quote
 from .model import ModelConfig, build_model
 from .paths import DEFAULT_WEIGHTS, REPO_ROOT
-from .preprocess import CLASSES, IMAGE_SIZE, NORM_MEAN, NORM_STD
+from .preprocess import CLASSES, NORM_MEAN, NORM_STD, FaceFormat
 from .runtime import atomic_write
 
 FORMAT = "fer-weights/1"
@@ -47,7 +47,7 @@ def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.flo
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "classes": json.dumps(list(classes)),
-                "input_size": json.dumps([1, IMAGE_SIZE, IMAGE_SIZE]),
+                "input_size": json.dumps(cfg.face.input_size),
                 "normalization": json.dumps({"mean": NORM_MEAN, "std": NORM_STD, "equalize_hist": True}),
                 "commit": git_commit()}
     metadata.update({k: json.dumps(v) for k, v in info.items()})
@@ -114,8 +114,8 @@ def _check_metadata(meta: dict) -> None:
     cfg = ModelConfig.from_dict(meta["config"])
     if len(classes) != cfg.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {cfg.num_classes} outputs")
-    if meta.get("input_size") != [1, IMAGE_SIZE, IMAGE_SIZE]:
-        raise ValueError(f"input_size {meta.get('input_size')!r} is not [1, {IMAGE_SIZE}, {IMAGE_SIZE}]")
+    if meta.get("input_size") != cfg.face.input_size:
+        raise ValueError(f"input_size {meta.get('input_size')!r} is not its config's {cfg.face.input_size}")
     norm = meta.get("normalization")
     if not isinstance(norm, dict) or not is_number(norm.get("mean")) or not is_number(norm.get("std")) \
             or not math.isclose(norm["mean"], NORM_MEAN) or not math.isclose(norm["std"], NORM_STD):
@@ -166,6 +166,12 @@ def load_model(path=None, device="cpu") -> torch.nn.Module:
 def classes_of_model(model) -> tuple[str, ...]:
     """A model's class names: from its weights' metadata, FER-2013's for a model built in code."""
     return tuple(getattr(model, "fer_classes", CLASSES))
+
+
+def face_of_model(model) -> FaceFormat:
+    """The face crops a model reads: from its config, FER-2013's 48 x 48 gray for a model built in code."""
+    config = getattr(model, "fer_config", None)
+    return config.face if config is not None else FaceFormat()
 
 
 def temperature_of(model) -> float:

@@ -1,6 +1,6 @@
 """Any FER data set: its own classes and splits, in every layout fer reads (split folders without a test split,
-FER+'s vote CSV beside fer2013.csv, RAF-DB's list and aligned RGB faces), trained, evaluated, exported,
-explained and predicted with its own class names."""
+FER+'s vote CSV beside fer2013.csv, RAF-DB's list and aligned RGB faces, read gray at 48 px or in colour at
+100 px), trained, evaluated, exported, explained and predicted with its own class names."""
 import csv
 import json
 
@@ -12,6 +12,7 @@ from PIL import Image
 from fer.cli import main
 from fer.datasets import FERPLUS_CLASSES, RAFDB_CLASSES, load_split, splits_of
 from fer.errors import DataError
+from fer.preprocess import FaceFormat
 from fer.weights import read_metadata
 from tests.conftest import PORTRAITS, class_pattern
 from tests.test_hostile_inputs import one_line_error, run
@@ -97,21 +98,38 @@ def test_rafdb_list_and_aligned_faces(tmp_path):
     assert train.classes == RAFDB_CLASSES and len(train) == 21 and len(test) == 14
     assert train.images.shape[1:] == (48, 48)  # RGB 100 px read as the one preprocessing reads any face
     assert train.class_counts() == {c: 3 for c in RAFDB_CLASSES}
+    colour = load_split(root, "train", cache=False, face=FaceFormat(100, 3))
+    assert colour.images.shape[1:] == (100, 100, 3) and colour.face == FaceFormat(100, 3)
+    assert torch.equal(colour.labels, train.labels)
+    red, green, blue = colour.images.float().mean((0, 1, 2))  # written as R > G > B: the colour is kept
+    assert red > green > blue
 
 
-@pytest.mark.parametrize("layout", ["split_folders", "ferplus", "rafdb"])
+def test_the_cache_keeps_one_copy_per_format(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_CACHE", str(tmp_path / "cache"))
+    root = write_rafdb(tmp_path / "raf")
+    gray, colour = load_split(root, "train"), load_split(root, "train", face=FaceFormat(64, 3))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    assert torch.equal(load_split(root, "train").images, gray.images)
+    assert torch.equal(load_split(root, "train", face=FaceFormat(64, 3)).images, colour.images)
+
+
+@pytest.mark.parametrize("layout", ["split_folders", "ferplus", "rafdb", "rafdb_rgb100"])
 def test_each_layout_trains_evaluates_exports_explains_and_predicts_with_its_own_classes(layout, tmp_path, capsys):
-    writer = {"split_folders": write_split_folders, "ferplus": write_ferplus, "rafdb": write_rafdb}[layout]
+    writer = {"split_folders": write_split_folders, "ferplus": write_ferplus, "rafdb": write_rafdb,
+              "rafdb_rgb100": write_rafdb}[layout]
     data = writer(tmp_path / layout)
     weights = tmp_path / "m.safetensors"
-    extra = ["--val-fraction", "0.3"] if layout == "rafdb" else []  # RAF-DB has no validation split
+    extra = {"rafdb": ["--val-fraction", "0.3"],  # RAF-DB has no validation split
+             "rafdb_rgb100": ["--val-fraction", "0.3", "--image-size", "100", "--channels", "3"]}.get(layout, [])
     code, out, err = run(["train", "--data", data, "--arch", "resnet18", "--epochs", "1", "--batch-size", "8",
                           "--no-progress", "--out", weights, *extra], capsys)
     assert code == 0, err
     meta = read_metadata(weights)
     classes = meta["classes"]
     assert classes == list(load_split(data, "train").classes) and meta["config"]["num_classes"] == len(classes)
-    assert meta["val_split"] == {"split_folders": "val", "ferplus": "public", "rafdb": "train[0.3]"}[layout]
+    assert meta["val_split"] == {"split_folders": "val", "ferplus": "public"}.get(layout, "train[0.3]")
+    assert meta["input_size"] == ([3, 100, 100] if layout == "rafdb_rgb100" else [1, 48, 48])
 
     code, out, err = run(["evaluate", data, "--split", "train", "--weights", weights, "--engine", "torch", "--json"],
                          capsys)
@@ -126,6 +144,13 @@ def test_each_layout_trains_evaluates_exports_explains_and_predicts_with_its_own
     [face] = json.loads(out)["results"][0]["faces"]
     assert list(face["probs"]) == classes and face["label"] in classes
     assert (tmp_path / "out" / f"{PORTRAITS[0].stem}.cam.jpg").is_file()
+    if layout == "rafdb_rgb100":  # int8, calibrated on the data's own faces in the model's format
+        code, _, err = run(["export", "--int8", "--weights", weights, "--data", data], capsys)
+        assert code == 0, err
+        code, out, err = run(["evaluate", data, "--split", "test", "--weights", weights, "--engine", "onnx-int8",
+                              "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)["n"] == 14 and list(json.loads(out)["per_class"]) == classes
 
 
 def test_a_class_the_model_does_not_know_is_one_line(tmp_path, capsys):

@@ -7,15 +7,32 @@ from safetensors import safe_open
 from fer.cli import main
 from fer.config import CONFIG_VERSION, TrainConfig
 from fer.errors import ConfigError
+from fer.model import ModelConfig
 from fer.paths import DEFAULT_WEIGHTS
+from fer.preprocess import FaceFormat
 from fer.train import paths_for, tensorboard_dir
 from fer.weights import read_metadata
 from tests.test_hostile_inputs import one_line_error, run, tiny_train_args
 
 
-def test_the_shipped_weights_stored_config_loads_with_a_note_of_what_was_filled_in():
-    stored = read_metadata(DEFAULT_WEIGHTS)["train_config"]
-    assert "version" not in stored and "model" in stored  # written before configs had a version
+# The training config stored in the first shipped weights (trained_models/resnet50_dropout.safetensors, in git
+# history), written before configs had a version: its network is called "model", and amp, norm, ema_decay,
+# force, init_from and every later setting are missing.
+VERSION_1 = {"data": "../shared/data/fer2013.zip", "model": "resnet50_dropout", "dropout": 0.05, "head_dropout": 0.0,
+             "stem": "imagenet", "epochs": 40, "batch_size": 128, "optimizer": "adamw", "lr": 0.001, "momentum": 0.9,
+             "weight_decay": 0.05, "label_smoothing": 0.1, "warmup": 0.05,
+             "augment": {"flip": True, "max_rotate_deg": 10.0, "max_scale": 0.1, "max_translate": 0.1,
+                         "erase_prob": 0.25, "erase_max_area": 0.25},
+             "subset": None, "val_subset": None, "device": "auto", "seed": 0, "time_budget": 5300.0,
+             "out": "trained_models/resnet50_dropout.safetensors", "resume": False, "compile": False, "progress": False}
+
+
+def test_the_shipped_weights_stored_config_loads():
+    TrainConfig.from_dict(read_metadata(DEFAULT_WEIGHTS)["train_config"])
+
+
+def test_the_first_shipped_weights_stored_config_loads_with_a_note_of_what_was_filled_in():
+    stored = dict(VERSION_1)
     notes = []
     cfg = TrainConfig.from_dict(stored, notes)
     assert cfg.arch == "resnet50_dropout" and cfg.dropout == 0.05 and cfg.time_budget == 5300
@@ -39,6 +56,16 @@ def test_a_config_of_an_unknown_version_is_refused(version, message):
         TrainConfig.from_dict({**TrainConfig().to_dict(), "version": version})
 
 
+def test_a_version_3_config_reads_48_px_gray_faces():
+    """Version 3 (the CPU flagship's checkpoint) was written before the faces' size and colour were settings."""
+    stored = {**TrainConfig(arch="resnet50").to_dict(), "version": 3}
+    del stored["image_size"], stored["channels"]
+    notes = []
+    cfg = TrainConfig.from_dict(stored, notes)
+    assert cfg.image_size == 48 and cfg.channels == 1 and cfg.model_config().face == FaceFormat(48, 1)
+    assert "version 3" in notes[0] and "image_size=48" in notes[0] and "channels=1" in notes[0]
+
+
 def test_a_damaged_current_config_is_still_refused():
     stored = TrainConfig().to_dict()
     stored.pop("lr")  # lr has always been there: its absence is damage, not age
@@ -59,15 +86,15 @@ def tensor(path, name):
 
 
 def test_init_from_the_shipped_weights_fine_tunes_them(fer_folder, tmp_path, capsys):
-    """No --model given: the network is the weights' own (resnet50_dropout, p 0.05). The one step is taken in
-    warm-up at lr 0, so the trained weights must still be exactly the shipped ones."""
+    """No --model given: the network is the weights' own. The one step is taken in warm-up at lr 0, so the
+    trained weights must still be exactly the shipped ones."""
     out = tmp_path / "tuned.safetensors"
     args = [a for a in tiny_train_args(fer_folder, "--out", out, "--init-from", DEFAULT_WEIGHTS) if a != "resnet50"]
     args.remove("--arch")
     code, _, err = run(args, capsys)
     assert code == 0, err
     meta = read_metadata(out)
-    assert meta["config"]["arch"] == "resnet50_dropout" and meta["config"]["dropout"] == 0.05
+    assert ModelConfig.from_dict(meta["config"]) == ModelConfig.from_dict(read_metadata(DEFAULT_WEIGHTS)["config"])
     assert meta["train_config"]["init_from"] == str(DEFAULT_WEIGHTS)
     for name in ("conv1.weight", "layer3.2.conv2.weight", "fc.weight"):
         assert torch.equal(tensor(out, name), tensor(DEFAULT_WEIGHTS, name)), name
@@ -80,12 +107,28 @@ def test_init_from_weights_that_do_not_fit_the_network_asked_for_is_one_line(fer
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_plain_resnet50_starts_from_the_dropout_models_weights(fer_folder, tmp_path, capsys):
-    """resnet50 and resnet50_dropout share every tensor: the ablation can start both from one model."""
-    out = tmp_path / "plain.safetensors"
-    code, _, err = run(tiny_train_args(fer_folder, "--out", out, "--init-from", DEFAULT_WEIGHTS), capsys)
+def test_init_from_takes_the_weights_faces_unless_told_and_refuses_other_channels(fer_folder, tmp_path, capsys):
+    """Another size fits the same tensors (the network is convolutional); RGB needs another first layer."""
+    code, _, err = run(tiny_train_args(fer_folder, "--out", tmp_path / "rgb.safetensors", "--init-from",
+                                       DEFAULT_WEIGHTS, "--channels", "3"), capsys)
+    assert code == 2 and one_line_error(err) and "channels 1" in err and "--channels" in err
+    out = tmp_path / "big.safetensors"
+    code, _, err = run(tiny_train_args(fer_folder, "--out", out, "--init-from", DEFAULT_WEIGHTS, "--image-size", "64"),
+                       capsys)
     assert code == 0, err
-    assert read_metadata(out)["config"]["arch"] == "resnet50"
+    assert read_metadata(out)["input_size"] == [1, 64, 64]
+    assert torch.equal(tensor(out, "conv1.weight"), tensor(DEFAULT_WEIGHTS, "conv1.weight"))
+
+
+def test_each_resnet50_starts_from_the_other_ones_weights(fer_folder, tmp_path, capsys):
+    """resnet50 and resnet50_dropout share every tensor: the ablation can start both from one model."""
+    other = "resnet50" if read_metadata(DEFAULT_WEIGHTS)["config"]["arch"] == "resnet50_dropout" else "resnet50_dropout"
+    out = tmp_path / "other.safetensors"
+    args = tiny_train_args(fer_folder, "--out", out, "--init-from", DEFAULT_WEIGHTS)
+    args[args.index("--arch") + 1] = other
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    assert read_metadata(out)["config"]["arch"] == other
     assert torch.equal(tensor(out, "conv1.weight"), tensor(DEFAULT_WEIGHTS, "conv1.weight"))
 
 

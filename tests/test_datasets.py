@@ -12,7 +12,7 @@ from fer.augment import AugmentConfig, augment
 from fer.datasets import load_split, resolve_data_source
 from fer.errors import DataError
 from fer.images import read_face
-from fer.preprocess import CLASSES, normalize, preprocess_face
+from fer.preprocess import CLASSES, FaceFormat, normalize, preprocess_face
 from tests.conftest import class_pattern
 
 
@@ -126,6 +126,22 @@ def test_preprocessing_equalizes_and_resizes_any_mode():
         face = read_face(buffer.getvalue(), f"{image.mode}.tiff")
         assert face.shape == (48, 48)
         assert np.abs(face.astype(int) - out.astype(int)).mean() < 8, image.mode
+
+
+def test_a_colour_face_is_equalized_on_its_luma_and_keeps_its_colours():
+    yy, xx = np.mgrid[0:96, 0:80]
+    dim = 60 + 30 * np.sin(yy / 9.0) + 0.3 * xx
+    rgb = np.stack([dim, dim * 0.7, dim * 0.4], -1).astype(np.uint8)  # dark and reddish
+    out = preprocess_face(rgb, FaceFormat(64, 3))
+    assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    luma = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+    assert luma.min() < 25 and luma.max() > 230  # the light spread over the full range
+    red, green, blue = out.reshape(-1, 3).mean(0)
+    assert red > green > blue  # the hue kept
+    gray = preprocess_face(rgb)  # the same face for a gray model
+    assert gray.shape == (48, 48) and gray.min() < 10 and gray.max() > 245
+    assert normalize(torch.from_numpy(np.stack([out, out]))).shape == (2, 3, 64, 64)
+    assert normalize(torch.from_numpy(np.stack([gray]))).shape == (1, 1, 48, 48)
 
 
 def test_equalizing_twice_changes_little():

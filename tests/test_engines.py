@@ -96,3 +96,17 @@ def test_the_shipped_int8_model_scores_within_0_3_points_of_pytorch_on_public_te
     assert (torch_probs.argmax(1) == int8_probs.argmax(1)).float().mean() >= 0.97
     float_probs = predict_probs(load_engine(None, "onnx"), public.images[:500])
     assert (torch_probs[:500].argmax(1) == float_probs.argmax(1)).float().mean() >= 0.99
+
+
+@pytest.mark.parametrize("claim", ["[3, 48, 48]", "[1, 64, 64]", "[1, 48]", "\"48\""])
+def test_an_onnx_file_whose_input_size_is_not_its_graphs_is_refused(exported, tmp_path, claim):
+    """A gray 48-px graph under metadata that claims another input (or no readable one) is refused before any
+    face reaches it."""
+    import onnx
+    weights, onnx_path = exported
+    proto = onnx.load(str(onnx_path))
+    next(p for p in proto.metadata_props if p.key == "input_size").value = claim
+    forged = tmp_path / "forged.onnx"
+    onnx.save(proto, str(forged))
+    with pytest.raises(WeightsError, match="graph does not map|no input size"):
+        onnx_metadata(forged)

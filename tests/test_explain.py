@@ -136,7 +136,7 @@ def test_each_cell_is_centred_on_the_pixel_stride_times_its_index(stem, layer):
 def test_a_cell_of_the_map_lands_on_its_own_pixel():
     cells = torch.zeros(1, 1, 6, 6)
     cells[0, 0, 2, 3] = 1.0
-    crop = upsample_to_crop(cells, stride=8)[0]
+    crop = upsample_to_crop(cells, stride=8, size=48)[0]
     assert crop.shape == (48, 48) and crop[16, 24] == 1.0
     assert np.unravel_index(int(crop.argmax()), crop.shape) == (16, 24)  # block-centred: (19 or 20, 27 or 28)
     assert crop[47, 47] == crop[40, 40]  # beyond the last cell's centre: its value held

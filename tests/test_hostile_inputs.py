@@ -196,6 +196,11 @@ TAMPERED = {
     "temperature a list": ("temperature", "[1.5]"), "temperature 0": ("temperature", "0"),
     "temperature -1": ("temperature", "-1"), "temperature NaN": ("temperature", "NaN"),
     "normalization changed": ("normalization", '{"mean": 0.3, "std": 0.2}'),
+    # the faces' format: the config's and the input size must agree, and be one this code reads
+    "input_size RGB for a gray config": ("input_size", "[3, 48, 48]"), "input_size missing": ("input_size", None),
+    "image_size 4": ("config", CONFIG.replace("NUM", "7").replace('"image_size": 48', '"image_size": 4')),
+    "channels 2": ("config", CONFIG.replace("NUM", "7").replace("}", ', "channels": 2}')),
+    "channels 3 but gray tensors": ("config", CONFIG.replace("NUM", "7").replace("}", ', "channels": 3}')),
 }
 
 

@@ -23,7 +23,7 @@ from .errors import DataError, FerError, one_line, quote
 from .explain import Explainer, overlay_crop
 from .images import PHOTO_SUFFIXES, open_image
 from .inference import classes_of, load_engine
-from .paths import PHOTOS_DIR, TRAINED_MODELS_DIR
+from .paths import DEFAULT_WEIGHTS, PHOTOS_DIR, TRAINED_MODELS_DIR
 from .predict import NO_FACE_NOTE, draw_labels, predict_image
 from .preprocess import CLASSES
 from .video import VideoConfig, analyze_video, emotion_shares
@@ -83,7 +83,7 @@ class Gallery:
         except FerError:
             has_ensemble = False
         options = names + ([ENSEMBLE_CHOICE] if has_ensemble else [])
-        default = "resnet50_dropout.safetensors"
+        default = DEFAULT_WEIGHTS.name
         self.model_picker = widgets.Dropdown(options=options, description="model",
                                              value=default if default in options else (options or [None])[0])
         self.map_picker = widgets.Dropdown(options=[PREDICTED, *CLASSES, NO_MAP], value=PREDICTED,

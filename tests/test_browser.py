@@ -10,14 +10,14 @@ import urllib.request
 
 import pytest
 
+from fer.paths import DEFAULT_WEIGHTS
 from tests.conftest import PORTRAITS, REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = REPO / "charts" / "gallery_screenshot.png"
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"),
-              pytest.mark.skipif(not (REPO / "trained_models" / "resnet50_dropout.safetensors").exists(),
-                                 reason="no shipped weights")]
+              pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights")]
 
 
 def free_port() -> int:

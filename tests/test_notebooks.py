@@ -99,7 +99,8 @@ def test_02_defaults_are_the_shipped_recipe():
     [parameters] = ["".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", [])]
     defaults = {}
     exec(parameters, {}, defaults)
-    recipe = read_metadata(REPO / "trained_models" / "resnet50_dropout.safetensors")["train_config"]
+    from fer.paths import DEFAULT_WEIGHTS
+    recipe = read_metadata(DEFAULT_WEIGHTS)["train_config"]
     for name in ("dropout", "epochs", "batch_size", "optimizer", "lr", "time_budget", "seed"):
         assert defaults[name] == recipe[name], name
     assert defaults["arch"] == recipe.get("arch", recipe.get("model")) and defaults["out"] is None

@@ -4,6 +4,7 @@ FER+'s vote CSV beside fer2013.csv, RAF-DB's list and aligned RGB faces, read gr
 import csv
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -115,7 +116,8 @@ def test_the_cache_keeps_one_copy_per_format(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["split_folders", "ferplus", "rafdb", "rafdb_rgb100"])
-def test_each_layout_trains_evaluates_exports_explains_and_predicts_with_its_own_classes(layout, tmp_path, capsys):
+def test_each_layout_trains_evaluates_exports_explains_and_predicts_with_its_own_classes(layout, tmp_path, capsys,
+                                                                                        monkeypatch):
     writer = {"split_folders": write_split_folders, "ferplus": write_ferplus, "rafdb": write_rafdb,
               "rafdb_rgb100": write_rafdb}[layout]
     data = writer(tmp_path / layout)
@@ -138,11 +140,14 @@ def test_each_layout_trains_evaluates_exports_explains_and_predicts_with_its_own
 
     code, _, err = run(["export", "--weights", weights, "--out", tmp_path / "m.onnx"], capsys)
     assert code == 0, err
+    drawn = []  # the text written on the annotated photo
+    monkeypatch.setattr(cv2, "putText", lambda canvas, text, *a, **k: drawn.append(text) or canvas)
     code, out, err = run(["predict", PORTRAITS[0], "--weights", weights, "--engine", "onnx", "--json", "--out",
                           tmp_path / "out", "--explain", "--explain-class", classes[-1]], capsys)
     assert code == 0, err
     [face] = json.loads(out)["results"][0]["faces"]
     assert list(face["probs"]) == classes and face["label"] in classes
+    assert drawn == [f"{face['label']} {face['probs'][face['label']]:.0%}"]
     assert (tmp_path / "out" / f"{PORTRAITS[0].stem}.cam.jpg").is_file()
     if layout == "rafdb_rgb100":  # int8, calibrated on the data's own faces in the model's format
         code, _, err = run(["export", "--int8", "--weights", weights, "--data", data], capsys)

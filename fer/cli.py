@@ -1,4 +1,4 @@
-"""`python -m fer {train,sweep,evaluate,calibrate,export,video,predict}`.
+"""`python -m fer {train,sweep,average,evaluate,calibrate,export,video,predict}`.
 
 Bad input: one line on stderr and exit code 2."""
 from __future__ import annotations
@@ -50,6 +50,8 @@ COMMANDS = {
     "train": "train a model; the weights best on the selection split (PublicTest for FER-2013) go to --out",
     "sweep": "a grid of training runs from a spec (experiments/*.toml), compared in one table and chart; "
              "resumes where it stopped",
+    "average": "one model from the mean of a run's last epochs (train --snapshots), BatchNorm recomputed, "
+               "scored on the run's selection split",
     "evaluate": "accuracy, per-class recall and confusion matrix on face crops",
     "calibrate": "fit a temperature on the selection split (PublicTest for FER-2013) and store it in the weights",
     "export": "write the ONNX model of a weights file (float32, or int8 with --int8)",
@@ -61,9 +63,10 @@ COMMANDS = {
 def get_args_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of `command` only (None: of every command)."""
     parser = Parser(prog="python -m fer", description="FER-2013 facial-expression recognition "
-                                     "with ResNet50: train, sweep, evaluate, calibrate, export, video, predict.")
+                                     "with ResNet50: train, sweep, average, evaluate, calibrate, export, video, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
-    builders = {"train": add_train_arguments, "sweep": add_sweep_arguments, "evaluate": add_evaluate_arguments,
+    builders = {"train": add_train_arguments, "sweep": add_sweep_arguments, "average": add_average_arguments,
+                "evaluate": add_evaluate_arguments,
                 "calibrate": add_calibrate_arguments, "export": add_export_arguments, "video": add_video_arguments,
                 "predict": add_predict_arguments}
     for name, help_text in COMMANDS.items():
@@ -91,6 +94,13 @@ def add_sweep_arguments(w: argparse.ArgumentParser) -> None:
     w.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="replace a base setting of the spec (repeatable): --set time_budget=400 --set device=cpu")
     w.add_argument("--dry-run", action="store_true", help="list the runs and their state; run nothing")
+
+
+def add_average_arguments(a: argparse.ArgumentParser) -> None:
+    a.add_argument("snapshots", nargs="+", help="weights files of one run (DIR/snapshots/NAME/epoch_*.safetensors)")
+    a.add_argument("--out", required=True, help="the averaged weights (.safetensors)")
+    a.add_argument("--data", default=None, help="the run's data set (default: the one its config names)")
+    a.add_argument("--force", action="store_true", help="replace an existing --out")
 
 
 def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
@@ -200,8 +210,8 @@ def main(argv=None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            commands = {"train": run_train, "sweep": run_sweep, "evaluate": run_evaluate, "calibrate": run_calibrate,
-                        "predict": run_predict, "export": run_export, "video": run_video}
+            commands = {"train": run_train, "sweep": run_sweep, "average": run_average, "evaluate": run_evaluate,
+                        "calibrate": run_calibrate, "predict": run_predict, "export": run_export, "video": run_video}
             return commands[args.command](args)
         except (FerError, OSError) as e:
             print(f"fer: {one_line(e)}", file=sys.stderr)
@@ -232,6 +242,20 @@ def run_sweep(args) -> int:
     print(sweep.markdown(means) + f"runs: {len(table)}, done: {(table['status'] == 'done').sum()}; results.csv, "
           f"summary.csv and {chart.name} in {runs[0].folder.parent}")
     return 0 if (table["status"] == "done").all() else 1
+
+
+def run_average(args) -> int:
+    from .average import average_run
+    from .datasets import split_name
+    from .errors import DataError
+    if not args.out.endswith(".safetensors"):
+        raise DataError(f"--out {args.out} must end in .safetensors")
+    result = average_run(args.snapshots, args.out, args.data, args.force)
+    epochs = result["epochs"]
+    which = f" (epochs {min(epochs)}-{max(epochs)})" if all(isinstance(e, int) for e in epochs) else ""
+    print(f"averaged {len(epochs)} snapshots{which}: {split_name(result['val_split'])} {result['val_acc']:.2%} "
+          f"-> {result['out']}")
+    return 0
 
 
 def load_engines(args) -> list:

@@ -23,10 +23,10 @@ from .model import DEFAULT_DROPOUT, NORMS, STEMS, ModelConfig, known_arch
 from .preprocess import IMAGE_SIZE, SIZE_RANGE
 from .runtime import pick_device
 
-# Settings that may differ between a run and its --resume: they change when or where it runs, not what.
-# The first six are the ones a user changes on purpose (the messages name them); out, resume and force are
-# how the run is found and continued.
-RESUMABLE = ("epochs", "time_budget", "data", "device", "compile", "progress", "out", "resume", "force")
+# Settings that may differ between a run and its --resume: they change when or where it runs, or what it
+# keeps, not what it learns. The first seven are the ones a user changes on purpose (the messages name them);
+# out, resume and force are how the run is found and continued.
+RESUMABLE = ("epochs", "time_budget", "data", "device", "compile", "progress", "snapshots", "out", "resume", "force")
 
 AUGMENT_PREFIX = "augment_"  # argparse destinations of the augmentation options
 
@@ -46,8 +46,8 @@ UPGRADES = {1: {"renamed": {"model": "arch"},
             # 3: the split that chooses the model became a setting (it was PublicTest: val_split None means the
             # data's own, which is PublicTest for FER-2013).
             2: {"renamed": {}, "added": ("val_split", "val_fraction", "votes")},
-            # 4: faces of any size and colour (48 x 48 gray before).
-            3: {"renamed": {}, "added": ("image_size", "channels")}}
+            # 4: faces of any size and colour (48 x 48 gray before); every epoch's weights kept on request.
+            3: {"renamed": {}, "added": ("image_size", "channels", "snapshots")}}
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
@@ -112,6 +112,8 @@ class TrainConfig:
     compile: bool = setting(False, "torch.compile the model")
     amp: bool = setting(True, "bf16 autocast where the hardware runs it fast")
     progress: bool = setting(True, "tqdm progress bars")
+    snapshots: bool = setting(False, "also keep every epoch's weights (float32) in DIR/snapshots/NAME/, to average "
+                              "the last ones with `python -m fer average` (may be switched on when resuming)")
 
     def __post_init__(self):
         if isinstance(self.augment, dict):

@@ -14,6 +14,7 @@ Files, for --out DIR/NAME.safetensors (default runs/<arch>/<arch>.safetensors):
   DIR/NAME.safetensors              the weights best on the selection split, float16, config in the metadata
   DIR/NAME.history.csv              one row per epoch
   DIR/checkpoints/NAME/last.pt      everything --resume needs, the TrainConfig included
+  DIR/snapshots/NAME/epoch_NNN.safetensors  with --snapshots: every epoch's weights, float32 (`fer average`)
   DIR/tensorboard/NAME/             TensorBoard event files, when TensorBoard is installed
                                     (`tensorboard --logdir runs/` shows every run side by side)
 """
@@ -62,6 +63,12 @@ def paths_for(out) -> dict[str, Path]:
     out = Path(out)
     return {"weights": out, "history": out.with_suffix(".history.csv"),
             "checkpoint": out.parent / "checkpoints" / out.stem / "last.pt"}
+
+
+def snapshot_path(out, epoch: int) -> Path:
+    """Where --snapshots keeps an epoch's weights."""
+    out = Path(out)
+    return out.parent / "snapshots" / out.stem / f"epoch_{epoch:03d}.safetensors"
 
 
 def tensorboard_dir(out) -> Path:
@@ -288,7 +295,7 @@ def prepare_run(cfg: TrainConfig, explicit: set[str] | None = None) -> tuple[Tra
     differing = stored.differences(cfg, None if explicit is None else explicit)
     if differing:
         name = differing[0]
-        may_change = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE[:6])
+        may_change = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE[:7])
         raise ConfigError(f"--resume: --{name.replace('_', '-')} {getattr(cfg, name)!r} differs from the "
                           f"checkpoint's {getattr(stored, name)!r}; only {may_change} may change")
     taken = {k: getattr(cfg, k) for k in RESUMABLE if explicit is None or k in explicit}
@@ -398,7 +405,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     dist, device = init_distributed(cfg.device, cfg.batch_size)
     files = paths_for(cfg.out)
     if dist.rank == 0:
-        check_writable(files)
+        check_writable({**files, **({"snapshots": snapshot_path(cfg.out, 1)} if cfg.snapshots else {})})
     model_cfg = cfg.model_config()
     seed_everything(cfg.seed + dist.rank)  # dropout masks differ between ranks, as between samples
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shared: same order and augmentation
@@ -479,13 +486,16 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
                "val_loss": round(val["loss"], 5), "val_acc": round(val["accuracy"], 5),
                "seconds": round(state["seconds"], 1), "images_per_second": round(stats["images_per_second"], 1)}
         state["history"].append(row)
+        info = {"val_acc": round(val["accuracy"], 5), "val_split": val_set.split, "epoch": state["epoch"],
+                "train_seconds": round(state["seconds"], 1), "train_config": cfg.to_dict(),
+                "device": machine_description(device)}
         if val["accuracy"] > state["best_acc"]:
             state["best_acc"] = val["accuracy"]
-            save_weights(shipped, model_cfg, files["weights"], classes=train_set.classes,
-                         val_acc=round(val["accuracy"], 5), val_split=val_set.split,
-                         epoch=state["epoch"], train_seconds=round(state["seconds"], 1),
-                         train_config=cfg.to_dict(), device=machine_description(device))
+            save_weights(shipped, model_cfg, files["weights"], classes=train_set.classes, **info)
             wrote_weights = True
+        if cfg.snapshots:  # float32: they are averaged, not shipped
+            save_weights(shipped, model_cfg, snapshot_path(cfg.out, state["epoch"]), torch.float32,
+                         train_set.classes, **info)
         save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator, ema)
         write_history(files["history"], state["history"])
         log_epoch(writer, row)

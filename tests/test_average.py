@@ -2,15 +2,10 @@
 its BatchNorm statistics recomputed and its accuracy measured on the run's selection split."""
 import pytest
 import torch
-from safetensors import safe_open
 
 from fer.weights import load_model, read_metadata
+from tests.test_config_versions import tensor
 from tests.test_hostile_inputs import one_line_error, run, tiny_train_args
-
-
-def tensor(path, name):
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor(name)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@
 #   nohup bash benchmarks/cpu_flagship.sh >> runs/flagship/train.log 2>&1 &
 #
 # A training run needs the machine to itself (DEVELOPERS.md): run tests and benchmarks after stopping it.
-# --snapshots keeps every epoch's weights (runs/flagship/snapshots/resnet50/; switched on at epoch 79 of the
-# real run, in its fourth stretch), so that its last epochs can be averaged (`python -m fer average`).
+# --snapshots keeps every epoch's weights (runs/flagship/snapshots/resnet50/; switched on in the
+# real run from epoch 81, in its fourth stretch), so that its last epochs can be averaged (`python -m fer average`).
 set -euo pipefail
 DATA=${DATA:-../shared/data/fer2013.zip}
 OUT=${OUT:-runs/flagship/resnet50.safetensors}

@@ -101,9 +101,14 @@ def as_engine(model):
     return model if hasattr(model, "logits") else TorchEngine(model)
 
 
+def engines_of(models) -> list:
+    """A model, an engine or a list of them (an ensemble), as a list of engines."""
+    return [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+
+
 def classes_of(models) -> tuple[str, ...]:
     """The classes of a model, an engine or an ensemble; WeightsError when an ensemble's members disagree."""
-    members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    members = engines_of(models)
     classes = {tuple(getattr(m, "classes", CLASSES)) for m in members}  # an engine of one's own: FER-2013's
     if len(classes) > 1:
         raise WeightsError(f"an ensemble's members must have the same classes: {' vs '.join(map(str, classes))}")
@@ -113,7 +118,7 @@ def classes_of(models) -> tuple[str, ...]:
 def face_of(models) -> FaceFormat:
     """The face crops a model, an engine or an ensemble reads; WeightsError when an ensemble's members read
     different ones."""
-    members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    members = engines_of(models)
     faces = {getattr(m, "face", FaceFormat()) for m in members}
     if len(faces) > 1:
         raise WeightsError(f"an ensemble's members must read the same faces: {' vs '.join(map(str, faces))}")
@@ -146,7 +151,7 @@ def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size
     models: a model, an engine, or a list of them (an ensemble: the mean of the members' probabilities).
     temperature: divides the logits; None uses each member's own (from its metadata, 1 if uncalibrated).
     """
-    members = [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    members = engines_of(models)
     classes_of(members)  # an ensemble averages like with like
     face = face_of(members)
     if tuple(images_u8.shape[1:]) != face.shape:

@@ -13,7 +13,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_DIR = REPO_ROOT / "dataset_1"
 TRAINED_MODELS_DIR = REPO_ROOT / "trained_models"
-DEFAULT_WEIGHTS = TRAINED_MODELS_DIR / "resnet50_dropout.safetensors"
+# The CPU flagship (README, "The shipped model"); the first shipped model, resnet50_dropout, is in git history.
+DEFAULT_WEIGHTS = TRAINED_MODELS_DIR / "resnet50.safetensors"
 # The models the README names as the ensemble, one file name a line (the gallery's and CLI's ensemble).
 ENSEMBLE_MANIFEST = TRAINED_MODELS_DIR / "ensemble.txt"
 CHARTS_DIR = REPO_ROOT / "charts"

@@ -1,4 +1,5 @@
 """The notebooks' parts that run without a browser: the gallery widget and a papermill run of 02."""
+import dataclasses
 import datetime
 import json
 
@@ -94,16 +95,22 @@ def test_02_by_default_trains_into_runs_and_never_into_trained_models(tmp_path, 
 
 
 def test_02_defaults_are_the_shipped_recipe():
+    """The notebook's parameters, put together as its own cell does, make the shipped model's training config:
+    every setting but where the data, the weights and the progress go."""
+    from fer.config import TrainConfig
+    from fer.paths import DEFAULT_WEIGHTS
     from fer.weights import read_metadata
     cells = json.loads((REPO / "notebooks" / "02_training.ipynb").read_text())["cells"]
     [parameters] = ["".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", [])]
-    defaults = {}
-    exec(parameters, {}, defaults)
-    from fer.paths import DEFAULT_WEIGHTS
-    recipe = read_metadata(DEFAULT_WEIGHTS)["train_config"]
-    for name in ("dropout", "epochs", "batch_size", "optimizer", "lr", "time_budget", "seed"):
-        assert defaults[name] == recipe[name], name
-    assert defaults["arch"] == recipe.get("arch", recipe.get("model")) and defaults["out"] is None
+    [build] = ["".join(c["source"]) for c in cells if "TrainConfig.from_settings" in "".join(c["source"])]
+    scope = {}
+    exec(parameters + "\n" + build.replace(".validate()", ""), scope)
+    recipe = TrainConfig.from_dict(read_metadata(DEFAULT_WEIGHTS)["train_config"])
+    where = {"data", "out", "resume", "force", "progress", "snapshots", "device", "compile"}
+    differ = [f for f in dataclasses.fields(TrainConfig) if f.name not in where
+              and getattr(scope["cfg"], f.name) != getattr(recipe, f.name)]
+    assert not differ, [(f.name, getattr(scope["cfg"], f.name), getattr(recipe, f.name)) for f in differ]
+    assert scope["out"] is None
 
 
 def test_gallery_shows_a_video_upload_as_a_timeline(gallery, tmp_path):

@@ -78,8 +78,9 @@ def test_the_shipped_weights_load_on_the_cpu_by_default():
 
 @pytest.mark.real_data
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights yet")
-def test_the_shipped_weights_beat_50_percent_on_raw_private_test(raw_test_zip):
-    # The original, not equalized pixels: the preprocessing must equalize them as it did in training.
+def test_the_shipped_weights_pass_the_fer_package_on_raw_private_test(raw_test_zip):
+    # The original, not equalized pixels: the preprocessing must equalize them as it did in training. The `fer`
+    # package scores 65.9 % on these faces; the CPU flagship issue asked for at least 66 %.
     from fer.evaluate import evaluate
     result = evaluate(load_model(), load_split(raw_test_zip, "private"))
-    assert result["n"] == 3589 and result["accuracy"] >= 0.50
+    assert result["n"] == 3589 and result["accuracy"] >= 0.66

@@ -77,6 +77,8 @@ def test_upload_shows_busy_then_the_result_first_in_view_with_its_heat_map(jupyt
         page.goto(f"{url}/lab/tree/notebooks/04_prediction_gallery.ipynb?token={token}")
         page.wait_for_selector(".jp-Notebook", timeout=90_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+        # Run All before the kernel has connected runs nothing: wait for the status bar to name it idle.
+        page.locator("text=/ipykernel\\) \\| Idle/").first.wait_for(timeout=90_000)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_text("Run All Cells", exact=True).click()
         upload = page.locator(".widget-upload").first

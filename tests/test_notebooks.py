@@ -90,7 +90,7 @@ def test_02_by_default_trains_into_runs_and_never_into_trained_models(tmp_path, 
     monkeypatch.setenv("FER_RUNS", str(tmp_path / "runs"))
     shipped = {p: p.stat().st_mtime_ns for p in (REPO / "trained_models").iterdir()}
     run_02(tmp_path, fer_folder)
-    assert (tmp_path / "runs" / "resnet50_dropout" / "resnet50_dropout.safetensors").is_file()
+    assert (tmp_path / "runs" / "resnet50" / "resnet50.safetensors").is_file()  # the default arch: the shipped one
     assert {p: p.stat().st_mtime_ns for p in (REPO / "trained_models").iterdir()} == shipped
 
 

@@ -2,6 +2,7 @@
 training runs go to a temporary folder instead of charts/ and runs/, and where the real data is not found
 generated faces stand in for FER-2013; the environment of the rest of the test session is untouched."""
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fer.errors import DataError
 from tests.conftest import write_fer_layout
 
 _saved: dict | None = None
+_scratch: Path | None = None  # removed when the notebook is done: a training notebook leaves ~1 GB there
 
 
 def _is_notebook_cell(item) -> bool:
@@ -19,7 +21,8 @@ def _is_notebook_cell(item) -> bool:
 
 
 def _notebook_environment() -> dict[str, str]:
-    scratch = Path(tempfile.mkdtemp(prefix="fer-nbval-"))
+    global _scratch
+    scratch = _scratch = Path(tempfile.mkdtemp(prefix="fer-nbval-"))
     env = {"FER_CHARTS": str(scratch / "charts"), "FER_RUNS": str(scratch / "runs")}
     try:
         resolve_data_source()
@@ -47,3 +50,4 @@ def pytest_runtest_teardown(item, nextitem):
             else:
                 os.environ[key] = value
         _saved = None
+        shutil.rmtree(_scratch, ignore_errors=True)

@@ -2,13 +2,14 @@
 
 Each PublicTest face (raw pixels, as photos are) is put back into a photo-like scene: upscaled 4x, placed
 off-centre in a larger canvas whose surroundings are its own mirror image, blurred, and (in the rotated
-set) turned by up to +-20 degrees. The full prediction path then runs on the scene: YuNet detection,
-alignment, FER-2013 framing, equalization, the classifier. Reported: the share of faces found, accuracy
-through the photo path (a missed face gets what predict gives, the whole photo), and accuracy on the
-original crops, for the same faces; the rotated set with and without alignment; the Haar cascade's
-detection rate for comparison. Thresholds are chosen on PublicTest only.
+set) turned by up to +-20 degrees, (in the turned sets) a photo on its side or upside down: the scene turned
+by 90, 180 or 270 degrees. The full prediction path then runs on the scene: YuNet detection, the upright
+search, alignment, FER-2013 framing, equalization, the classifier. Reported: the share of faces found,
+accuracy through the photo path (a missed face gets what predict gives: no label, so it counts as wrong),
+and accuracy on the original crops, for the same faces; the rotated set with and without alignment; the Haar
+cascade's detection rate for comparison. Thresholds are chosen on PublicTest only.
 
-    python benchmarks/photo_path.py ../shared/data/fer2013-test-raw.zip [--n 3589] [--weights W] [--json]
+    python benchmarks/photo_path.py ../shared/data/fer2013-test-raw.zip [--n 3589] [--weights W] [--sets ...]
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from fer.weights import load_model
 SCALE = 4
 
 
-def make_scene(face_u8: np.ndarray, rng: np.random.Generator, max_angle: float = 0.0):
+def make_scene(face_u8: np.ndarray, rng: np.random.Generator, max_angle: float = 0.0, quarter: int = 0):
     """A photo-like gray scene holding one upscaled face; returns it and the face's centre and side."""
     side = face_u8.shape[0] * SCALE
     big = cv2.resize(face_u8, (side, side), interpolation=cv2.INTER_CUBIC)
@@ -46,6 +47,9 @@ def make_scene(face_u8: np.ndarray, rng: np.random.Generator, max_angle: float =
         rotation = cv2.getRotationMatrix2D(tuple(centre), angle, 1.0)
         scene = cv2.warpAffine(scene, rotation, scene.shape[::-1], flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT)
+    for _ in range(quarter):  # a quarter turn counter-clockwise (np.rot90): (x, y) goes to (y, width - 1 - x)
+        centre = np.array([centre[1], scene.shape[1] - 1 - centre[0]])
+        scene = np.ascontiguousarray(np.rot90(scene))
     return scene, centre, side, angle
 
 
@@ -78,11 +82,13 @@ def photo_path(scenes, found, models, threshold: float, align: bool) -> dict:
         face = the_face(faces, centre, side, threshold)
         extras += extra_detections(faces, face, threshold)
         hits.append(face is not None)
-        if face is None:  # what predict does without a face: the whole photo
+        if face is None:  # cropped for the batch's shape only: predict gives no label without a face
             face = Face((0, 0, scene.shape[1], scene.shape[0]), score=None)
         crops.append(crop_face(scene, face, align))
-    probs = predict_probs(models, torch.from_numpy(np.stack(crops)))
-    return {"found": torch.tensor(hits), "extra_detections": extras, "predicted": probs.argmax(1)}
+    predicted = predict_probs(models, torch.from_numpy(np.stack(crops))).argmax(1)
+    hits = torch.tensor(hits)
+    predicted[~hits] = -1  # no label: wrong
+    return {"found": hits, "extra_detections": extras, "predicted": predicted}
 
 
 def haar_found(scenes) -> float | None:
@@ -104,6 +110,8 @@ def main():
     parser.add_argument("--weights", nargs="+", default=None)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sets", nargs="+", default=None,
+                        help="upright, rotated, turned_90, turned_180, turned_270 (default: all)")
     args = parser.parse_args()
     faces = load_split(args.data, args.split).subset(args.n, args.seed)
     models = [load_model(p) for p in (args.weights or [None])]
@@ -111,8 +119,10 @@ def main():
     labels = faces.labels
     direct = predict_probs(models, faces.images).argmax(1)
     result = {"split": args.split, "n": len(faces), "direct_crop_accuracy": (direct == labels).float().mean().item()}
-    for name, max_angle in (("upright", 0.0), ("rotated", 20.0)):
-        scenes = [make_scene(face.numpy(), rng, max_angle) for face in faces.images]
+    sets = (("upright", 0.0, 0), ("rotated", 20.0, 0), ("turned_90", 0.0, 1), ("turned_180", 0.0, 2),
+            ("turned_270", 0.0, 3))
+    for name, max_angle, quarter in sets if not args.sets else [s for s in sets if s[0] in args.sets]:
+        scenes = [make_scene(face.numpy(), rng, max_angle, quarter) for face in faces.images]
         if name == "upright":
             result["haar_found"] = haar_found(scenes)
         for threshold in args.thresholds:

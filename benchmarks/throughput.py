@@ -32,7 +32,7 @@ from fer.images import to_rgb
 from fer.inference import load_engine, predict_probs
 from fer.model import STEMS, ModelConfig, build_model
 from fer.paths import PHOTOS_DIR
-from fer.predict import predict_image
+from fer.photos import predict_image
 from fer.preprocess import normalize
 from fer.runtime import cpu_flags, machine_description, pick_device
 from fer.train import make_optimizer, train_step

@@ -7,8 +7,9 @@ import importlib
 
 _HOMES = {"load_split": "datasets", "ConfigError": "errors", "DataError": "errors", "FerError": "errors",
           "WeightsError": "errors", "ModelConfig": "model", "build_model": "model", "DEFAULT_WEIGHTS": "paths",
-          "predict": "predict", "predict_files": "predict", "predict_image": "predict", "CLASSES": "preprocess",
-          "preprocess_face": "preprocess", "load_model": "weights", "save_weights": "weights"}
+          "predict": "photos", "predict_files": "photos", "predict_image": "photos", "CLASSES": "preprocess",
+          "preprocess_face": "preprocess", "load_model": "weights", "save_weights": "weights",
+          "load_engine": "inference", "as_image": "images"}
 __all__ = sorted(_HOMES)
 
 

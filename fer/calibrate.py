@@ -2,7 +2,7 @@
 
 The temperature is fitted on the split that chose the model (PublicTest for FER-2013, never PrivateTest, the
 test split) and stored in the weights' metadata, where
-`fer.predict` and the gallery pick it up.
+`fer.photos` and the gallery pick it up.
 """
 from __future__ import annotations
 
@@ -59,6 +59,6 @@ def log_probs_of(models, images_u8: torch.Tensor, tta: bool = False) -> torch.Te
     return predict_probs(models, images_u8, tta=tta, temperature=1.0).clamp_min(1e-12).log()
 
 
-def write_temperature(path, temperature: float, **info) -> None:
-    """Store the temperature (and what it was fitted on) in a weights file's metadata."""
-    update_metadata(path, temperature=round(temperature, 4), **info)
+def write_temperature(path, temperature: float, out=None, **info) -> None:
+    """Store the temperature (and what it was fitted on) in a weights file's metadata, or in a copy at `out`."""
+    update_metadata(path, out, temperature=round(temperature, 4), **info)

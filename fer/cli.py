@@ -1,4 +1,4 @@
-"""`python -m fer {train,sweep,average,evaluate,calibrate,export,video,predict}`.
+"""`python -m fer {train,sweep,average,evaluate,calibrate,export,video,predict}` (or `fer ...` once installed).
 
 Bad input: one line on stderr and exit code 2."""
 from __future__ import annotations
@@ -64,6 +64,7 @@ def get_args_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the options of `command` only (None: of every command)."""
     parser = Parser(prog="python -m fer", description="FER-2013 facial-expression recognition "
                                      "with ResNet50: train, sweep, average, evaluate, calibrate, export, video, predict.")
+    parser.add_argument("--version", action="version", version=f"fer {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     builders = {"train": add_train_arguments, "sweep": add_sweep_arguments, "average": add_average_arguments,
                 "evaluate": add_evaluate_arguments,
@@ -74,6 +75,14 @@ def get_args_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command in (None, name):
             builders[name](command_parser)
     return parser
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed("fer")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
@@ -105,11 +114,13 @@ def add_average_arguments(a: argparse.ArgumentParser) -> None:
 
 def add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
     from .datasets import SPLITS
-    e.add_argument("data", help="folder, zip or CSV of face crops")
+    e.add_argument("data", nargs="?", default=None,
+                   help="folder, zip or CSV of face crops (default: $FER_DATA, then dataset_1/)")
     e.add_argument("--split", choices=SPLITS, default=None,
                    help="default: public for FER-2013 layouts, all for a plain <class>/ folder")
     add_weights_arguments(e)
-    e.add_argument("--batch-size", type=positive_int, default=256)
+    e.add_argument("--batch-size", type=positive_int, default=256,
+                   help="faces per forward pass (default 256; smaller uses less memory)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -119,6 +130,8 @@ def add_calibrate_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--split", choices=SPLITS, default=None,
                    help="fit on this split (default: the one that chose the model, PublicTest for FER-2013)")
     c.add_argument("--weights", default=None, help="the weights file to calibrate (default: the shipped one)")
+    c.add_argument("--out", default=None, help="write the calibrated weights here (a copy, with the temperature)")
+    c.add_argument("--force", action="store_true", help="without --out: store the temperature in --weights itself")
     c.add_argument("--report", choices=SPLITS, default=None,
                    help="also report calibration error on this split (e.g. private), before and after")
     c.add_argument("--chart", default=None, help="write a reliability diagram of --report here (PNG)")
@@ -134,14 +147,15 @@ def add_export_arguments(x: argparse.ArgumentParser) -> None:
 def add_video_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("video", nargs="?", help="any video OpenCV reads (mp4, avi, mov, webm, ...)")
     v.add_argument("--camera", type=int, default=None, metavar="N", help="camera N instead of a file (q quits)")
-    add_weights_arguments(v, tta=False)
+    add_weights_arguments(v)
     add_detector_arguments(v)
-    v.add_argument("--out", default=None, help="write the annotated video here (mp4)")
+    v.add_argument("--out", default=None, help=f"write the annotated video here ({', '.join(VIDEO_SUFFIXES)})")
     v.add_argument("--csv", default=None, help="write one row per frame and face here")
-    v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame")
+    v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame (default 1: all)")
     v.add_argument("--max-rate", type=float, default=None, metavar="FPS",
                    help="analyse at most FPS frames per second of video, by time (the gallery uses 10)")
-    v.add_argument("--smoothing", type=float, default=0.5, help="seconds: time constant of the labels' average")
+    v.add_argument("--smoothing", type=float, default=0.5,
+                   help="seconds: time constant of the labels' average (default 0.5; 0: none)")
     v.add_argument("--json", action="store_true", help="print a summary as one JSON object")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -149,9 +163,13 @@ def add_video_arguments(v: argparse.ArgumentParser) -> None:
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     from .explain import LAYERS
     from .preprocess import CLASSES
-    p.add_argument("images", nargs="+", help="photos (jpg, png, webp, ...)")
+    p.add_argument("images", nargs="*", help="photos (jpg, png, webp, ...), or folders of photos")
+    p.add_argument("--recursive", action="store_true", help="a folder's subfolders too")
     add_weights_arguments(p)
     add_detector_arguments(p)
+    p.add_argument("--whole-image", action=argparse.BooleanOptionalAction, default=None,
+                   help="when no face is found, label the whole image (--no-whole-image: never; default: only an "
+                        "image of the model's own face size, such as FER-2013's 48 x 48 crops)")
     p.add_argument("--out", default=None, help="write annotated copies (NAME.fer.jpg) into this folder")
     p.add_argument("--explain", action="store_true",
                    help="also write each photo's Grad-CAM overlay (NAME.cam.jpg) into --out")
@@ -183,14 +201,42 @@ def detector_config(args):
     return DetectorConfig(score_threshold=args.min_score, min_face=args.min_face, max_faces=args.max_faces)
 
 
-def add_weights_arguments(parser: argparse.ArgumentParser, tta: bool = True) -> None:
+WEIGHTS_SUFFIXES = (".safetensors", ".txt")  # a weights file, or an ensemble list (fer.ensemble)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".avi", ".mkv")  # containers OpenCV's mp4v writer fills
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     from .inference import ENGINES
-    parser.add_argument("--weights", nargs="+", default=None,
-                        help="weights file(s); several are ensembled (default: the shipped model)")
+    parser.add_argument("--weights", nargs="+", action="extend", default=None, metavar="FILE",
+                        help="weights file(s) or an ensemble list (NAME.txt, one file a line); several are "
+                             "ensembled, each with its own temperature; repeatable (default: the shipped model)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="the shipped ensemble: the members trained_models/ensemble.txt names")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="what runs the network (auto: int8 ONNX Runtime where its file exists, else torch)")
-    if tta:
-        parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
+
+
+def take_back_inputs(args) -> None:
+    """`predict --weights W photo.jpg`: the photo was taken as a second weights file. Values of --weights that
+    are not weights files by name (.safetensors, .txt) after the last one that is are the command's inputs
+    (predict's photos, video's clip, evaluate's data)."""
+    if not args.weights:
+        return
+    keep = len(args.weights)
+    while keep and not args.weights[keep - 1].endswith(WEIGHTS_SUFFIXES):
+        keep -= 1
+    if keep == len(args.weights) or keep == 0:
+        return
+    moved, args.weights = args.weights[keep:], args.weights[:keep]
+    if args.command == "predict":
+        args.images = moved + args.images
+    elif args.command == "video" and args.video is None and len(moved) == 1:
+        args.video = moved[0]
+    elif args.command == "evaluate" and args.data is None and len(moved) == 1:
+        args.data = moved[0]
+    else:
+        args.weights += moved  # not inputs after all: the weights loader names what is wrong
 
 
 def main(argv=None) -> int:
@@ -201,10 +247,15 @@ def main(argv=None) -> int:
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
+        if not argv:  # `python -m fer` alone: what it can do, not an error
+            get_args_parser().print_help()
+            return 0
         command = argv[0] if argv and argv[0] in COMMANDS else ""  # "": no command's options (--help, a typo)
         args = get_args_parser(command).parse_args(argv)
     except SystemExit as e:  # --help (0), or a usage error already printed in one line (2)
         return e.code
+    if args.command in ("predict", "video", "evaluate"):
+        take_back_inputs(args)
     # The promise is one line on stderr: libraries' warnings about inputs that are handled anyway (Pillow's
     # "Corrupt EXIF data", numpy on a float TIFF's infinities, torch on a legacy checkpoint) are not shown.
     with warnings.catch_warnings():
@@ -232,12 +283,20 @@ def run_train(args) -> int:
 def run_sweep(args) -> int:
     """Exit 0 when every run is done, 1 when some failed (their errors are in the results table)."""
     from . import sweep
+    from .errors import ConfigError
+    from .runtime import pick_device
+    devices = args.devices.split(",") if args.devices else None
+    for device in devices or []:
+        try:
+            pick_device(device.strip())
+        except (ConfigError, RuntimeError, ValueError) as e:
+            raise ConfigError(f"--devices: {one_line(e)}") from None
     runs = sweep.plan(sweep.read_spec(args.spec), args.data, args.out, sweep.parse_overrides(args.set))
     if args.dry_run:
         for run in runs:
             print(f"{run.status()['status']:>10}  {run.folder}")
         return 0
-    sweep.run_sweep(runs, args.engine, args.jobs, args.devices.split(",") if args.devices else None)
+    sweep.run_sweep(runs, args.engine, args.jobs, [d.strip() for d in devices] if devices else None)
     table, means, chart = sweep.report(runs, runs[0].folder.parent)
     print(sweep.markdown(means) + f"runs: {len(table)}, done: {(table['status'] == 'done').sum()}; results.csv, "
           f"summary.csv and {chart.name} in {runs[0].folder.parent}")
@@ -258,9 +317,19 @@ def run_average(args) -> int:
     return 0
 
 
+def weights_of(args) -> list:
+    """The weights files --weights and --ensemble name, ensemble lists expanded; [None]: the shipped model."""
+    from .ensemble import expand_weights
+    from .errors import WeightsError
+    from .paths import ENSEMBLE_MANIFEST
+    if args.ensemble and not ENSEMBLE_MANIFEST.is_file():
+        raise WeightsError(f"--ensemble: there is no {ENSEMBLE_MANIFEST.name} in {ENSEMBLE_MANIFEST.parent}")
+    return expand_weights((args.weights or []) + ([ENSEMBLE_MANIFEST] if args.ensemble else [])) or [None]
+
+
 def load_engines(args) -> list:
     from .inference import load_engine
-    return [load_engine(p, args.engine) for p in (args.weights or [None])]
+    return [load_engine(p, args.engine) for p in weights_of(args)]
 
 
 def run_export(args) -> int:
@@ -278,13 +347,15 @@ def run_evaluate(args) -> int:
     classes = classes_of(models)
     faces = load_split(args.data, args.split, face=face_of(models))
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
-    result.update(split=faces.split, data=faces.source, tta=args.tta, weights=args.weights or ["default"],
+    result.update(split=faces.split, data=faces.source, tta=args.tta,
+                  weights=[str(p) for p in weights_of(args)] if args.weights or args.ensemble else ["default"],
                   engine=[m.name for m in models])
     if args.json:
         print(json.dumps(result, allow_nan=False))
         return 0
     print(f"{faces.source} [{faces.split}]: {result['n']} images, accuracy {result['accuracy']:.4f}"
-          f"{' (TTA)' if args.tta else ''}, {result['images_per_second']:.0f} images/s")
+          f"{' (TTA)' if args.tta else ''}, calibration error (ECE) {result['ece']:.3f}, "
+          f"{result['images_per_second']:.0f} images/s")
     for name, recall in result["per_class"].items():
         print(f"  {name:>9}: recall {'-' if recall is None else f'{recall:.3f}'}")
     print("confusion (rows: true, columns: predicted; " + " ".join(c[:3] for c in classes) + ")")
@@ -304,10 +375,17 @@ def run_calibrate(args) -> int:
     from .runtime import check_outputs
     from .weights import TEMPERATURE_RANGE, load_model
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
+    if args.out is None and not args.force:  # the shipped weights are tracked files: never rewritten by default
+        raise DataError(f"calibrate writes the temperature into a weights file: give --out for a calibrated copy, "
+                        f"or --force to store it in {path} itself")
+    if args.out is not None and not str(args.out).endswith(".safetensors"):
+        raise DataError(f"--out {args.out} must end in .safetensors")
+    if args.out is not None and Path(args.out).exists() and not args.force:
+        raise DataError(f"--out {args.out} exists; --force replaces it")
     if args.chart is not None:  # before the fit: a chart that cannot be written must not cost the temperature
         from .charts import check_chart_path
         check_chart_path(args.chart)
-    check_outputs({"--chart": args.chart}, [path, args.data])
+    check_outputs({"--chart": args.chart, "--out": args.out}, [path, args.data])
     model = load_model(path)
     split = args.split or model.fer_metadata["val_split"]  # where the model was chosen, not where it is judged
     if split not in SPLITS:
@@ -335,13 +413,19 @@ def run_calibrate(args) -> int:
             save(plot_reliability({"before": reliability_bins(probs_before, faces.labels),
                                    f"after (T = {temperature:.2f})": reliability_bins(probs_after, faces.labels)},
                                   title=f"{args.report}: reliability"), args.chart)
-    write_temperature(path, temperature)
-    print(json.dumps(result))
+    write_temperature(path, temperature, args.out)
+    print(json.dumps({**result, "written": str(args.out or path)}))
     return 0
 
 
 def run_predict(args) -> int:
-    from .predict import iter_predictions, summary_line
+    from .errors import DataError
+    from .photos import iter_predictions, photos_in, summary_line
+    if not args.images:
+        raise DataError("give photos or folders of photos to label")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DataError(f"--out {args.out} is a file; give a folder for the annotated copies")
+    photos = photos_in(args.images, args.recursive)
     explainer = None
     if args.explain or args.explain_class or args.explain_layer:
         from .errors import FerError
@@ -349,12 +433,12 @@ def run_predict(args) -> int:
         from .weights import load_model
         if args.out is None:
             raise FerError("--explain writes its heat maps beside the annotated copies: give --out")
-        explainer = Explainer([load_model(p) for p in (args.weights or [None])], args.explain_class,
+        explainer = Explainer([load_model(p) for p in weights_of(args)], args.explain_class,
                               args.explain_layer)
     models = load_engines(args)
     results, failed = [], 0
-    for result in iter_predictions(args.images, models, tta=args.tta, out_dir=args.out,
-                                   detector=detector_config(args), explainer=explainer):
+    for result in iter_predictions(photos, models, tta=args.tta, out_dir=args.out, detector=detector_config(args),
+                                   explainer=explainer, whole_image=args.whole_image):
         results.append(result)
         if "error" in result:
             failed += 1
@@ -364,6 +448,10 @@ def run_predict(args) -> int:
     if args.json:
         print(json.dumps({"results": results}, allow_nan=False))
     return EXIT_BAD_INPUT if failed else 0
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def run_video(args) -> int:
@@ -379,10 +467,12 @@ def run_video(args) -> int:
         raise DataError(f"--max-rate must be between 0 and 1000 frames per second, not {args.max_rate}")
     if not 0 <= args.smoothing <= 60:
         raise DataError(f"--smoothing must be between 0 and 60 seconds, not {args.smoothing}")
+    if args.out is not None and not args.out.lower().endswith(VIDEO_SUFFIXES):
+        raise DataError(f"--out {args.out} must end in {', '.join(VIDEO_SUFFIXES)} (the container it is written in)")
     models = load_engines(args)
     result = analyze_video(args.camera if args.video is None else args.video, models, args.out, args.csv,
                            VideoConfig(every=args.every, smoothing=args.smoothing, max_rate=args.max_rate,
-                                       detector=detector_config(args)),
+                                       detector=detector_config(args), tta=args.tta),
                            progress=not args.no_progress,
                            show=show)
     table = result.table
@@ -398,11 +488,12 @@ def run_video(args) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"{summary['video']}: {result.frames} frames ({result.analysed} analysed) in {result.seconds:.1f} s, "
-          f"{summary['frames_per_second']} frames/s, {len(faces)} face(s)")
+    print(f"{summary['video']}: {plural(result.frames, 'frame')} ({result.analysed} analysed) in "
+          f"{result.seconds:.1f} s, {summary['frames_per_second']} frames/s, {plural(len(faces), 'face')}")
     for face_id, face in faces.items():
         top = sorted(face["shares"].items(), key=lambda kv: -kv[1])[:3]
-        print(f"  face {face_id}: {face['frames']} frames; " + ", ".join(f"{k} {v:.0%}" for k, v in top if v))
+        print(f"  face {face_id}: seen in {plural(face['frames'], 'analysed frame')}, labelled "
+              + ", ".join(f"{k} in {v:.0%}" for k, v in top if v) + " of them")
     for kind, path in result.outputs.items():
         print(f"  {kind} -> {path}")
     if not result.outputs:

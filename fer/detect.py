@@ -40,6 +40,11 @@ class DetectorConfig:
     # ~10-300 px); small photos are scaled up to it, so that a close-up crop is found too.
     detect_side: int = 640
     retry_angle: float = 35.0      # degrees; 0: no second search of a photo without a face
+    # Turn each face upright: YuNet finds faces on their side or upside down, but places its landmarks as if
+    # every face were upright (measured: a portrait turned by 180 degrees gets its "eyes" on the chin, eyes
+    # level), so the landmarks cannot say which way is up. Its score can: each face is searched again in a
+    # small square around it at the four quarter turns, and the turn scored highest gives the landmarks.
+    upright: bool = True
 
 
 @dataclass
@@ -79,7 +84,9 @@ def detect_faces(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> lis
     """The faces in an RGB (or gray) photo, largest first, in the photo's pixels.
 
     When none is found upright, the photo is searched again turned by -cfg.retry_angle and +cfg.retry_angle
-    degrees: YuNet misses heads tilted further than about 30 degrees, which FER-2013 holds many of."""
+    degrees (YuNet misses heads tilted further than about 30 degrees, which FER-2013 holds many of), then by
+    quarter turns (a photo on its side). With cfg.upright, every face's landmarks are those of the quarter
+    turn in which YuNet sees it best, so that `face_transform` turns it upright whichever way it lies."""
     if rgb.ndim == 2:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
     h, w = rgb.shape[:2]
@@ -91,14 +98,62 @@ def detect_faces(rgb: np.ndarray, cfg: DetectorConfig = DetectorConfig()) -> lis
                          cv2.COLOR_RGB2BGR)
     to_photo = np.array([[1 / scale, 0, 0], [0, 1 / scale, 0]])
     faces = _detect(small, to_photo, (w, h), cfg)
-    for angle in (-cfg.retry_angle, cfg.retry_angle) if cfg.retry_angle and not faces else ():
-        rotation = cv2.getRotationMatrix2D((size[0] / 2, size[1] / 2), angle, 1.0)
-        turned = cv2.warpAffine(small, rotation, size, borderMode=cv2.BORDER_REFLECT)
+    if faces and cfg.upright:
+        faces = [_upright(small, to_photo, scale, face, (w, h), cfg) for face in faces]
+    retries = (-cfg.retry_angle, cfg.retry_angle) if cfg.retry_angle else ()
+    searches = []  # every turn, the best kept: a tilted search may find a turned face, badly framed
+    for angle in (*retries, 90, -90, 180) if not faces else ():
+        turned, rotation = _turn(small, angle)
         back = cv2.invertAffineTransform(rotation)  # turned pixels -> small pixels, then -> photo pixels
-        faces = _detect(turned, to_photo @ np.vstack([back, [0, 0, 1]]), (w, h), cfg)
-        if faces:
-            break
+        searches.append(_detect(turned, to_photo @ np.vstack([back, [0, 0, 1]]), (w, h), cfg))
+    if searches:
+        faces = max(searches, key=lambda found: max((f.score for f in found), default=0.0))
     return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
+
+
+def _turn(bgr: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """The picture turned by `angle` degrees (counter-clockwise) on a canvas that holds all of it, corners
+    filled by reflection, and the 2 x 3 map from its pixels to the turned ones."""
+    h, w = bgr.shape[:2]
+    rotation = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    cos, sin = abs(rotation[0, 0]), abs(rotation[0, 1])
+    size = (round(h * sin + w * cos), round(h * cos + w * sin))
+    rotation[:, 2] += ((size[0] - 1) / 2 - (w - 1) / 2, (size[1] - 1) / 2 - (h - 1) / 2)
+    return cv2.warpAffine(bgr, rotation, size, borderMode=cv2.BORDER_REFLECT), rotation
+
+
+UPRIGHT_SIDE = 160  # pixels: the square around a face searched at each quarter turn (YuNet is fast there)
+UPRIGHT_MARGIN = 1.6  # the square's side, in the face box's longer sides
+
+
+def _upright(small: np.ndarray, to_photo: np.ndarray, scale: float, face: Face, photo_size,
+             cfg: DetectorConfig) -> Face:
+    """The face as YuNet sees it in the quarter turn it scores highest, its box and landmarks in photo pixels."""
+    x, y, w, h = face.box
+    centre = np.array([x + w / 2, y + h / 2])
+    side = UPRIGHT_MARGIN * max(w, h) * scale  # in the pixels of `small`
+    s = UPRIGHT_SIDE / side
+    to_square = np.array([[s, 0, UPRIGHT_SIDE / 2 - s * centre[0] * scale],
+                          [0, s, UPRIGHT_SIDE / 2 - s * centre[1] * scale], [0, 0, 1]])
+    best_quarter, best_score = 0, -1.0  # upright as found, unless a turned search scores it higher
+    for quarter in range(4):
+        turn = np.vstack([cv2.getRotationMatrix2D(((UPRIGHT_SIDE - 1) / 2,) * 2, 90 * quarter, 1.0), [0, 0, 1]])
+        matrix = turn @ to_square  # small pixels -> the turned square
+        square = cv2.warpAffine(small, matrix[:2], (UPRIGHT_SIDE, UPRIGHT_SIDE), borderMode=cv2.BORDER_CONSTANT)
+        back = to_photo @ np.linalg.inv(matrix)
+        found = [f for f in _detect(square, back, photo_size, cfg)
+                 if np.hypot(*(np.add(f.box[:2], np.divide(f.box[2:], 2)) - centre)) < max(w, h) / 2]
+        if found and max(f.score for f in found) > best_score:
+            best_quarter, best_score = quarter, max(f.score for f in found)
+    if best_quarter == 0:
+        return face
+    # Found better turned: found again in the whole picture turned that way, for landmarks from all its pixels
+    # (the small square's are off by a few pixels).
+    turned, rotation = _turn(small, 90 * best_quarter)
+    back = to_photo @ np.vstack([cv2.invertAffineTransform(rotation), [0, 0, 1]])
+    found = [f for f in _detect(turned, back, photo_size, cfg)
+             if np.hypot(*(np.add(f.box[:2], np.divide(f.box[2:], 2)) - centre)) < max(w, h) / 2]
+    return max(found, key=lambda f: f.score) if found else face
 
 
 def _detect(bgr: np.ndarray, to_photo: np.ndarray, photo_size, cfg: DetectorConfig) -> list[Face]:

@@ -167,7 +167,7 @@ class Explainer:
                                   f"(its stages: {', '.join(stage_grids(model))})")
 
     def face_maps(self, image, result: dict) -> list[dict]:
-        """Per face of `result` (fer.predict.predict_image's): its crop, heat map and the class explained."""
+        """Per face of `result` (fer.photos.predict_image's): its crop, heat map and the class explained."""
         from .detect import crop_face
         from .images import to_channels
         from .inference import face_of

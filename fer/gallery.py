@@ -24,7 +24,7 @@ from .explain import Explainer, overlay_crop
 from .images import PHOTO_SUFFIXES, open_image
 from .inference import classes_of, load_engine
 from .paths import DEFAULT_WEIGHTS, PHOTOS_DIR, TRAINED_MODELS_DIR
-from .predict import NO_FACE_NOTE, draw_labels, predict_image
+from .photos import NO_FACE_NOTE, WHOLE_IMAGE_NOTE, draw_labels, predict_image
 from .preprocess import CLASSES
 from .video import VideoConfig, analyze_video, emotion_shares
 from .weights import load_model
@@ -65,6 +65,15 @@ def png_widget(picture) -> widgets.Image:
     else:
         (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(buffer, format="PNG")
     return widgets.Image(value=buffer.getvalue(), format="png")
+
+
+def card_text(card: dict) -> str:
+    """A card's line in the summary table: its labels, that it has no face, or why it failed."""
+    if "error" in card:
+        return card["error"]
+    if not card["labels"]:
+        return NO_FACE_NOTE
+    return ", ".join(card["labels"]) + ("" if card.get("face_found", True) else f" ({WHOLE_IMAGE_NOTE})")
 
 
 class Gallery:
@@ -233,8 +242,7 @@ class Gallery:
         self.upload.disabled = self.model_picker.disabled = self.map_picker.disabled = False
         self.status.value = (f"{len(self.cards)} files, newest first; model: "
                              f"{html.escape(str(self.model_picker.value))}")
-        rows = "".join(f"<tr><td>{html.escape(c['name'])}</td><td>"
-                       f"{html.escape(', '.join(c['labels']) if 'labels' in c else c['error'])}</td></tr>"
+        rows = "".join(f"<tr><td>{html.escape(c['name'])}</td><td>{html.escape(card_text(c))}</td></tr>"
                        for c in self.cards)
         self.summary.value = f"<table><tr><th>file</th><th>labels, or why it failed</th></tr>{rows}</table>"
 
@@ -252,8 +260,8 @@ class Gallery:
         drawn = draw_labels(image, result)
         drawn.thumbnail((360, 360))
         maps = explainer.face_maps(image, result) if explainer is not None else []
-        note = "" if result["face_found"] else f" <i>({NO_FACE_NOTE})</i>"
-        faces = []
+        note = "" if result["face_found"] else f" <i>({html.escape(result['note'])})</i>"
+        faces = [] if result["faces"] else [widgets.HTML(f"<i>{NO_FACE_NOTE}</i>: no expression to read")]
         for i, face in enumerate(result["faces"]):
             bars = widgets.HTML(f"face {i + 1}: <b>{face['label']}</b>{note}" + probability_bars(face["probs"]))
             if maps:

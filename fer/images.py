@@ -69,6 +69,28 @@ def open_image(source, name: str | None = None) -> Image.Image:
         raise DataError(f"cannot read {shown}: corrupt image ({type(e).__name__}: {one_line(e)})") from None
 
 
+def as_image(image) -> Image.Image:
+    """A photo given as a path, bytes, a PIL image or a NumPy array (H x W gray, H x W x 3 RGB or x 4 RGBA;
+    uint8, or floats in [0, 1]), as a PIL image in mode L or RGB. OpenCV reads BGR: pass `bgr[..., ::-1]`."""
+    if isinstance(image, Image.Image):
+        return to_viewable(image)
+    if isinstance(image, np.ndarray):
+        pixels = image
+        if pixels.ndim == 3 and pixels.shape[2] == 1:
+            pixels = pixels[..., 0]
+        if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)) or not pixels.size:
+            raise DataError(f"an image array is H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA), not "
+                            f"{' x '.join(map(str, image.shape))}")
+        if pixels.dtype == np.bool_ or np.issubdtype(pixels.dtype, np.floating):
+            if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+                raise DataError("an image array of floats holds values in [0, 1] (no NaN or infinity)")
+            pixels = (pixels * 255).round()
+        elif pixels.dtype != np.uint8 and (pixels.min() < 0 or pixels.max() > 255):
+            raise DataError(f"an image array of {pixels.dtype} holds values from 0 to 255")
+        return to_viewable(Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)))
+    return open_image(image)
+
+
 def to_viewable(image: Image.Image) -> Image.Image:
     """Any PIL mode as a viewer shows it, in mode L or RGB: 16-bit and float scaled to 0-255, transparent
     pixels over white, CMYK and palettes converted, CIELab by its lightness."""

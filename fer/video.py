@@ -1,6 +1,6 @@
 """Emotions over time: every face of a video (or the webcam) found, followed and labelled, frame by frame.
 
-The faces of a frame go through the same detection, crop and classifier as a photo (`fer.predict`), batched.
+The faces of a frame go through the same detection, crop and classifier as a photo (`fer.photos`), batched.
 A tracker keeps each face's identity across frames: box overlap and the distance to where its motion says it
 should be, checked against its appearance (a colour histogram of the face). A face lost for up to
 `max_missing` seconds (hidden behind another) gets its id back near where it should be, one lost for up to
@@ -25,12 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torchvision.ops import box_convert, box_iou
 from tqdm.auto import tqdm
 
 from .detect import DetectorConfig, crop_face, detect_faces
 from .errors import DataError, quote
 from .inference import classes_of, face_of, predict_probs
-from .predict import BOX_COLOR, draw_face
+from .photos import BOX_COLOR, draw_face
 from .preprocess import CLASSES, FaceFormat
 from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
 
@@ -65,6 +66,7 @@ class VideoConfig:
     same_face: float = 0.5
     different_face: float = 0.2
     detector: DetectorConfig = DetectorConfig()
+    tta: bool = False              # test-time augmentation of every face (10 views: ten times the classifier's work)
 
 
 @dataclass
@@ -94,11 +96,10 @@ def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+    """Intersection over union of two x, y, w, h boxes (0 for two empty ones)."""
+    boxes = box_convert(torch.from_numpy(np.stack([a, b]).astype(np.float64)), "xywh", "xyxy")
+    overlap = float(box_iou(boxes[:1], boxes[1:])[0, 0])
+    return overlap if math.isfinite(overlap) else 0.0
 
 
 class FaceTracker:
@@ -369,7 +370,7 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: F
         return []
     photo = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if fmt.channels == 1 else rgb
     probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(photo, f, fmt=fmt) for f in faces])),
-                          temperature=None).numpy()
+                          tta=cfg.tta, temperature=None).numpy()
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
     tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])

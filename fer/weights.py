@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from .errors import ConfigError, WeightsError, one_line, quote
-from .model import ModelConfig, build_model
+from .model import ModelConfig, build_model, load_state
 from .paths import DEFAULT_WEIGHTS, REPO_ROOT
 from .preprocess import CLASSES, NORM_MEAN, NORM_STD, FaceFormat
 from .runtime import atomic_write
@@ -46,6 +46,10 @@ def save_weights(model: torch.nn.Module, cfg: ModelConfig, path, dtype=torch.flo
     path = Path(path)
     state = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # never write a file that load_model would refuse
+        raise WeightsError(f"the weights hold values that are NaN or do not fit {str(dtype).removeprefix('torch.')} "
+                           f"({len(broken)} tensors, e.g. {broken[0]}): {quote(path)} not written")
     metadata = {"format": FORMAT, "config": json.dumps(cfg.to_dict()), "classes": json.dumps(list(classes)),
                 "input_size": json.dumps(cfg.face.input_size),
                 "normalization": json.dumps({"mean": NORM_MEAN, "std": NORM_STD, "equalize_hist": True}),
@@ -62,15 +66,16 @@ def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
     Path(path).write_bytes(save(tensors, metadata=metadata))
 
 
-def update_metadata(path, **values) -> None:
-    """Set metadata fields (JSON values) of a weights file, tensors untouched, atomically."""
+def update_metadata(path, out=None, **values) -> None:
+    """Set metadata fields (JSON values) of a weights file, tensors untouched, atomically; into a copy at `out`
+    when given."""
     path = Path(path)
     read_metadata(path)
     with safe_open(str(path), framework="pt") as f:
         metadata = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     metadata.update({k: json.dumps(v) for k, v in values.items()})
-    with atomic_write(path) as tmp:
+    with atomic_write(Path(out) if out is not None else path) as tmp:
         write_safetensors(tmp, tensors, metadata)
 
 
@@ -109,6 +114,9 @@ def _check_metadata(meta: dict) -> None:
     if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() for c in classes) \
             or len(set(classes)) != len(classes):
         raise ValueError(f"classes {str(classes)[:80]!r} are not a list of distinct names")
+    unprintable = next((c for c in classes if not c.isprintable()), None)
+    if unprintable is not None:  # names reach terminals, HTML and drawn photos: no escapes or line breaks
+        raise ValueError(f"the class name {unprintable[:40]!r} holds control characters")
     if not isinstance(meta.get("config"), dict):
         raise ValueError("'config' is not a JSON object")
     cfg = ModelConfig.from_dict(meta["config"])
@@ -155,7 +163,7 @@ def load_model(path=None, device="cpu") -> torch.nn.Module:
     broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise WeightsError(f"{quote(path)} holds NaN or infinite values ({len(broken)} tensors, e.g. {broken[0]})")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    load_state(model, {k: v.to(expected[k].dtype) for k, v in state.items()})
     model.fer_config = cfg
     model.fer_classes = tuple(meta["classes"])
     model.fer_metadata = meta

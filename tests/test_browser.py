@@ -1,4 +1,5 @@
 """The gallery in a real browser: JupyterLab on a free local port, Debian's Chromium driven by Playwright."""
+import json
 import os
 import secrets
 import shutil
@@ -29,10 +30,18 @@ def free_port() -> int:
 @pytest.fixture
 def jupyterlab(tmp_path):
     port, token = free_port(), secrets.token_hex(16)
-    # JupyterLab saves what it runs: it gets a copy, so the committed notebook is never touched.
+    # JupyterLab saves what it runs: it gets a copy, so the committed notebook is never touched. The copy has
+    # no outputs: the committed ones carry the widgets' saved state, which JupyterLab draws on opening (an upload
+    # button and "2 files, newest first" with no kernel behind them), and the waits below could take those
+    # for the live gallery's before Run All had replaced them.
     root = tmp_path / "lab"
     (root / "notebooks").mkdir(parents=True)
-    shutil.copy(REPO / "notebooks" / "04_prediction_gallery.ipynb", root / "notebooks")
+    notebook = json.loads((REPO / "notebooks" / "04_prediction_gallery.ipynb").read_text())
+    notebook["metadata"].pop("widgets", None)
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    (root / "notebooks" / "04_prediction_gallery.ipynb").write_text(json.dumps(notebook))
     # A settings folder of its own: no "get notified about news?" prompt over the gallery.
     settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fer.detect import YUNET_MODEL, DetectorConfig, Face, crop_face, detect_faces, face_transform
-from fer.predict import BOX_COLOR, draw_labels, predict_image
+from fer.photos import BOX_COLOR, draw_labels, predict_image
 from fer.weights import load_model
 from tests.conftest import PORTRAITS
 
@@ -80,7 +80,7 @@ def test_the_crop_frames_the_face_alike_wherever_and_however_large_or_turned_it_
 def test_a_tiny_photo_still_shows_its_face_and_a_speck_falls_back_to_the_whole_photo(model):
     tiny = cv2.resize(HOPPER, (85, 100), interpolation=cv2.INTER_AREA)
     assert len(detect_faces(tiny)) == 1
-    result = predict_image(Image.fromarray(HOPPER[:6, :6]), model)
+    result = predict_image(Image.fromarray(HOPPER[:6, :6]), model, whole_image=True)
     assert not result["face_found"] and result["faces"][0]["box"] == [0, 0, 6, 6]
 
 

@@ -11,7 +11,7 @@ from fer.detect import detect_faces
 from fer.explain import Explainer, cam_on_photo, default_layer, grad_cam, overlay_crop, stage_strides, \
     upsample_to_crop
 from fer.model import ModelConfig, build_model
-from fer.predict import predict_image
+from fer.photos import predict_image
 from fer.weights import load_model
 from tests.conftest import PORTRAITS
 

@@ -76,13 +76,14 @@ def test_1_a_cielab_tiff_is_read_by_its_lightness_and_named_when_it_fails(tmp_pa
 
 def test_1_a_failing_annotated_copy_is_reported_per_photo_and_predictions_still_print(tmp_path, untrained_weights,
                                                                                      capsys):
-    a_file = tmp_path / "not-a-folder"
-    a_file.write_text("x")
-    code, stdout, err = run(["predict", *PORTRAITS, "--weights", untrained_weights, "--out", a_file, "--json"], capsys)
+    out = tmp_path / "out"
+    for photo in PORTRAITS:  # where each annotated copy should go, a folder stands: every write fails
+        (out / f"{photo.stem}.fer.jpg").mkdir(parents=True)
+    code, stdout, err = run(["predict", *PORTRAITS, "--weights", untrained_weights, "--out", out, "--json"], capsys)
     results = json.loads(stdout)["results"]
     assert code == 2 and err.count("\n") == len(PORTRAITS) and "cannot write" in err
     assert all(r["face_found"] and r["faces"] for r in results)
-    assert a_file.read_text() == "x"
+    # An --out that is a file is refused before any photo is read (tests/test_new_user.py).
 
 
 def test_1_the_gallery_survives_a_corrupt_upload(tmp_path, untrained_weights):
@@ -437,7 +438,7 @@ def test_10_a_plain_class_folder_says_what_layout_is_needed(tmp_path, untrained_
     (tmp_path / "happy").mkdir()
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "happy" / "a.png")
     argv = tiny_train_args(tmp_path, "--out", tmp_path / "m.safetensors") if command == "train" else \
-        ["calibrate", tmp_path, "--weights", untrained_weights]
+        ["calibrate", tmp_path, "--weights", untrained_weights, "--force"]
     code, _, err = run(argv, capsys)
     needed = "--val-fraction" if command == "train" else "a layout with splits"
     assert code == 2 and one_line_error(err) and needed in err

@@ -100,7 +100,7 @@ def test_5_calibrate_on_too_few_faces_leaves_the_weights_as_they_were(fer_folder
     weights = tmp_path / "m.safetensors"
     shutil.copy(untrained_weights, weights)
     before = weights.read_bytes()
-    code, _, err = run(["calibrate", fer_folder, "--weights", weights], capsys)
+    code, _, err = run(["calibrate", fer_folder, "--weights", weights, "--force"], capsys)
     assert code == 2 and one_line_error(err) and "too few" in err and weights.read_bytes() == before
 
 
@@ -114,7 +114,7 @@ def test_5_calibrate_never_writes_a_temperature_its_loader_refuses(fer_folder, u
     weights = tmp_path / "m.safetensors"
     shutil.copy(untrained_weights, weights)
     before = weights.read_bytes()
-    code, _, err = run(["calibrate", fer_folder, "--weights", weights], capsys)
+    code, _, err = run(["calibrate", fer_folder, "--weights", weights, "--force"], capsys)
     assert code == 2 and one_line_error(err) and "outside" in err and weights.read_bytes() == before
     load_model(weights)  # still loads
 
@@ -138,7 +138,7 @@ def test_14_calibrate_refuses_a_chart_it_cannot_write_before_fitting(fer_folder,
     weights = tmp_path / "m.safetensors"
     shutil.copy(untrained_weights, weights)
     before = weights.read_bytes()
-    code, _, err = run(["calibrate", fer_folder, "--weights", weights, "--report", "private", "--chart",
+    code, _, err = run(["calibrate", fer_folder, "--weights", weights, "--force", "--report", "private", "--chart",
                         tmp_path / "x.csv"], capsys)
     assert code == 2 and one_line_error(err) and ".png" in err and weights.read_bytes() == before
 

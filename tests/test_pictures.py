@@ -14,7 +14,7 @@ from fer.charts import plot_timeline, timeline_segments
 from fer.cli import main
 from fer.gallery import VIDEO_MAX_RATE, Gallery
 from fer.inference import load_engine
-from fer.predict import draw_face, draw_labels, predict_image
+from fer.photos import draw_face, draw_labels, predict_image
 from fer.preprocess import CLASSES
 from fer.video import PANEL_MIN_ROW, VideoConfig, analyze_video, draw_track, panel_layout
 from tests.conftest import REPO
@@ -28,13 +28,17 @@ def test_a_photo_without_a_face_is_marked_on_the_picture_and_in_the_json(untrain
     Image.new("RGB", (400, 300), (255, 255, 255)).save(chart)
     assert main(["predict", str(chart), "--weights", str(untrained_weights), "--json"]) == 0
     [result] = json.loads(capsys.readouterr().out)["results"]
-    assert not result["face_found"] and "no face" in result["note"]
+    assert not result["face_found"] and "no face" in result["note"] and result["faces"] == []
     drawn = []
-    # fer.predict the attribute is the function (fer/__init__.py); the module is in sys.modules.
-    monkeypatch.setattr(importlib.import_module("fer.predict"), "draw_face",
+    monkeypatch.setattr(importlib.import_module("fer.photos"), "draw_face",
                         lambda canvas, box, text, color: drawn.append(text))
     draw_labels(Image.open(chart), result)
-    assert drawn and drawn[0].startswith("NO FACE FOUND")
+    assert drawn == ["NO FACE FOUND"]  # and no emotion
+    assert main(["predict", str(chart), "--weights", str(untrained_weights), "--json", "--whole-image"]) == 0
+    [result] = json.loads(capsys.readouterr().out)["results"]
+    drawn.clear()
+    draw_labels(Image.open(chart), result)
+    assert len(result["faces"]) == 1 and drawn[0].startswith("NO FACE FOUND - whole image: ")
 
 
 def test_a_long_label_shrinks_to_fit_a_narrow_picture():

@@ -7,7 +7,7 @@ from PIL import Image
 
 from fer.errors import DataError
 from fer.images import open_image
-from fer.predict import draw_labels, predict, predict_files, predict_image
+from fer.photos import draw_labels, predict, predict_files, predict_image
 from fer.weights import load_model
 from tests.conftest import PORTRAITS
 
@@ -54,11 +54,22 @@ def test_finds_the_face_in_any_image_mode(tmp_path, model, name, image, save_arg
     assert drawn.mode == "RGB" and drawn.size == open_image(path).size
 
 
-def test_no_face_uses_the_whole_image_and_says_so(model):
+def test_no_face_gets_no_emotion_unless_the_whole_image_is_asked_for(model):
     blank = Image.fromarray(np.full((120, 160), 128, np.uint8))
     result = predict_image(blank, model)
-    assert not result["face_found"]
+    assert not result["face_found"] and result["faces"] == [] and result["note"] == "no face found"
+    result = predict_image(blank, model, whole_image=True)
+    assert not result["face_found"] and "whole image" in result["note"]
     assert result["faces"][0]["box"] == [0, 0, 160, 120]
+
+
+def test_a_crop_of_the_models_own_size_is_a_face_already(model):
+    """FER-2013's own files (48 x 48) are labelled whole when YuNet finds no face in them; any other size is not."""
+    crop = Image.fromarray(np.full((48, 48), 128, np.uint8))
+    result = predict_image(crop, model)
+    assert result["faces"][0]["box"] == [0, 0, 48, 48] and "whole image" in result["note"]
+    assert predict_image(crop, model, whole_image=False)["faces"] == []
+    assert predict_image(Image.fromarray(np.full((49, 48), 128, np.uint8)), model)["faces"] == []
 
 
 def test_many_faces_are_each_labelled(model):
@@ -116,5 +127,5 @@ def test_animated_gif_uses_its_first_frame(tmp_path, model):
 
 @pytest.mark.parametrize("size", [(20000, 3), (1, 1), (3, 20000)])
 def test_extreme_shapes_fall_back_to_the_whole_image(model, size):
-    result = predict_image(Image.new("RGB", size, "gray"), model)
+    result = predict_image(Image.new("RGB", size, "gray"), model, whole_image=True)
     assert not result["face_found"] and result["faces"][0]["box"] == [0, 0, *size]

@@ -11,49 +11,70 @@ from PIL import Image
 
 from .detect import DetectorConfig, Face, crop_face, detect_faces
 from .errors import DataError, FerError, one_line, quote
-from .images import display_name, open_image, to_channels, to_rgb, to_viewable
-from .inference import classes_of, face_of, predict_probs
+from .images import PHOTO_SUFFIXES, as_image, display_name, open_image, to_channels, to_rgb, to_viewable
+from .inference import classes_of, engines_of, face_of, predict_probs
 from .runtime import atomic_write
 
 BOX_COLOR = (0, 220, 0)
 NO_FACE_COLOR = (255, 170, 0)
-NO_FACE_NOTE = "no face found: the whole photo was used"
+NO_FACE_NOTE = "no face found"
+WHOLE_IMAGE_NOTE = "no face found: the whole image was classified"
 ANNOTATED_SUFFIX = ".fer.jpg"
 EXPLAINED_SUFFIX = ".cam.jpg"
 
 
-def predict_image(image: Image.Image, models, tta: bool = False, temperature: float | None = None,
-                  detector: DetectorConfig = DetectorConfig(), align: bool = True) -> dict:
-    """Faces and their expressions in one photo; the whole photo is used when no face is found.
+def predict_image(image, models=None, tta: bool = False, temperature: float | None = None,
+                  detector: DetectorConfig = DetectorConfig(), align: bool = True,
+                  whole_image: bool | None = None) -> dict:
+    """Faces and their expressions in one photo.
 
-    models: a model, an engine or a list (ensemble); temperature None: each model's calibrated one.
-    Returns {"face_found", "faces": [{"box", "score", "landmarks", "label", "probs"}]}.
+    image: a path, bytes, a PIL image or a NumPy array (RGB or gray; `fer.images.as_image`).
+    models: a model, an engine, a weights path or a list of them (an ensemble); None: the shipped model (a path
+    is loaded on every call: load it once with fer.inference.load_engine for many photos); temperature None:
+    each model's calibrated one.
+    whole_image: when no face is found, True labels the whole image as one face; False gives no label; None
+    (default) labels it only when the image is a face crop already: exactly the size the model reads
+    (FER-2013's own 48 x 48 files), where YuNet often finds no face because there is no room around it.
+    Returns {"face_found", "engine", "faces": [{"box", "score", "landmarks", "label", "probs"}]}, with "note"
+    when no face was found ("faces" then empty, or the whole image).
     """
-    image = to_viewable(image)
+    image = as_image(image)
+    models = load_engines(models)
     faces = detect_faces(to_rgb(image), detector)
     face_found = bool(faces)
-    if not face_found:
-        faces = [Face((0, 0, image.width, image.height), score=None)]
     fmt = face_of(models)
+    if whole_image is None:
+        whole_image = image.size == (fmt.size, fmt.size)
+    result = {"face_found": face_found,
+              "engine": "+".join(getattr(m, "name", type(m).__name__) for m in engines_of(models))}
+    if not face_found:
+        result["note"] = WHOLE_IMAGE_NOTE if whole_image else NO_FACE_NOTE
+        if not whole_image:
+            return {**result, "faces": []}
+        faces = [Face((0, 0, image.width, image.height), score=None)]
     photo = to_channels(image, fmt.channels)
     crops = torch.from_numpy(np.stack([crop_face(photo, face, align, fmt) for face in faces]))
     probs = predict_probs(models, crops, tta=tta, temperature=temperature)
     classes = classes_of(models)
-    return {"face_found": face_found, **({} if face_found else {"note": NO_FACE_NOTE}), "faces": [
+    return {**result, "faces": [
         {"box": list(face.box), "score": face.score, "landmarks": face.landmarks,
          "label": classes[int(p.argmax())], "probs": {c: round(float(v), 4) for c, v in zip(classes, p)}}
         for face, p in zip(faces, probs)]}
 
 
-def predict(path, model, classes=None, print_text: bool = True, put_text: bool = True,
-            tta: bool = False) -> dict:
-    """The first version's call: label the faces in the photo at `path`, print the labels and, with
-    put_text, return the photo with box and label drawn on it as result["image"] (a PIL image).
-    classes: the model's own (from its weights) unless given; given, they must be the model's."""
-    if classes is not None and tuple(classes) != classes_of(model):
-        raise ValueError(f"the model is trained for the classes {classes_of(model)}, not {tuple(classes)}")
-    image = open_image(path)
-    result = {"path": str(path), **predict_image(image, model, tta=tta)}
+def predict(path, model=None, classes=None, print_text: bool = True, put_text: bool = True,
+            tta: bool = False, whole_image: bool | None = None) -> dict:
+    """The first version's call: label the faces in the photo at `path` (a path, bytes, a PIL image or an RGB
+    array), print the labels and, with put_text, return the photo with boxes and labels drawn on it as
+    result["image"] (a PIL image). model: weights path(s), a model or an engine (default: the shipped model, on
+    the command line's engine). classes: the model's own (from its weights) unless given; given, they must be
+    the model's."""
+    models = load_engines(model)
+    if classes is not None and tuple(classes) != classes_of(models):
+        raise ValueError(f"the model is trained for the classes {classes_of(models)}, not {tuple(classes)}")
+    image = as_image(path)
+    shown = str(path) if isinstance(path, (str, os.PathLike)) else "image"
+    result = {"path": shown, **predict_image(image, models, tta=tta, whole_image=whole_image)}
     if print_text:
         print(summary_line(result))
     if put_text:
@@ -61,23 +82,55 @@ def predict(path, model, classes=None, print_text: bool = True, put_text: bool =
     return result
 
 
+def load_engines(models=None) -> list:
+    """An engine per member: None is the shipped model, a path (weights, or an ensemble list) is loaded as the
+    command line loads it (int8 ONNX Runtime where its file exists, else PyTorch), models and engines are kept."""
+    from .inference import load_engine
+    from .ensemble import expand_weights
+    items = models if isinstance(models, (list, tuple)) else [models]
+    if any(isinstance(m, (str, os.PathLike)) or m is None for m in items):
+        paths = expand_weights([m for m in items if isinstance(m, (str, os.PathLike))]) or [None]
+        return [load_engine(p) for p in paths] + engines_of([m for m in items if m is not None
+                                                              and not isinstance(m, (str, os.PathLike))])
+    return engines_of(items)
+
+
 def summary_line(result: dict) -> str:
     """`photo.jpg: happy 87%, sad 41% -> out/photo.fer.jpg`, the name escaped if it holds control characters."""
     faces = ", ".join(f"{f['label']} {f['probs'][f['label']]:.0%}" for f in result["faces"])
-    where = "" if result["face_found"] else f" ({NO_FACE_NOTE})"
+    where = f" ({result['note']})" if faces and "note" in result else result.get("note", "")
     written = f" -> {display_name(result['annotated'])}" if "annotated" in result else ""
     written += f", {display_name(result['explained'])}" if "explained" in result else ""
     return f"{display_name(result['path'])}: {faces}{where}{written}"
 
 
-def predict_files(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig()
-                  ) -> list[dict]:
+def predict_files(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig(),
+                  whole_image: bool | None = None) -> list[dict]:
     """A result per photo (see iter_predictions)."""
-    return list(iter_predictions(paths, models, tta, out_dir, detector))
+    return list(iter_predictions(paths, models, tta, out_dir, detector, whole_image=whole_image))
+
+
+def photos_in(paths, recursive: bool = False) -> list[Path]:
+    """The photos named, a folder standing for the photos in it (by their suffixes, sorted; with recursive, in
+    its subfolders too). DataError for a folder that holds none. Other paths are kept as they are, so that a
+    file that is missing or not a photo gets its own error in the batch."""
+    photos = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            photos.append(path)
+            continue
+        found = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
+                       if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file() and ANNOTATED_SUFFIX not in p.name
+                       and EXPLAINED_SUFFIX not in p.name)
+        if not found:
+            raise DataError(f"{quote(path)} holds no photo ({', '.join(PHOTO_SUFFIXES)})"
+                            + ("" if recursive else "; --recursive looks in its subfolders too"))
+        photos.extend(found)
+    return photos
 
 
 def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: DetectorConfig = DetectorConfig(),
-                     explainer=None):
+                     explainer=None, whole_image: bool | None = None):
     """Yield a result per photo, as it is done, writing its annotated copy into out_dir when given, and with
     an explainer (fer.explain.Explainer) its heat-map overlay beside it (NAME.cam.jpg).
 
@@ -89,7 +142,8 @@ def iter_predictions(paths, models, tta: bool = False, out_dir=None, detector: D
     for path in paths:
         try:
             image = open_image(path)
-            result = {"path": str(path), **predict_image(image, models, tta=tta, detector=detector)}
+            result = {"path": str(path), **predict_image(image, models, tta=tta, detector=detector,
+                                                         whole_image=whole_image)}
         except FerError as e:
             yield {"path": str(path), "error": str(e) if quote(path) in str(e) else f"{quote(path)}: {e}"}
             continue
@@ -152,10 +206,12 @@ def draw_labels(image: Image.Image, result: dict) -> Image.Image:
     """A copy of the photo (RGB) with each face's box and "label 87%" drawn on it, always inside the photo."""
     canvas = np.array(to_viewable(image).convert("RGB"))  # a copy: the photo itself is never drawn on
     color = BOX_COLOR if result["face_found"] else NO_FACE_COLOR
+    if not result["faces"]:  # nothing labelled: the picture says why
+        draw_face(canvas, (0, 0, canvas.shape[1], canvas.shape[0]), "NO FACE FOUND", color)
     for face in result["faces"]:
         label = f"{face['label']} {face['probs'][face['label']]:.0%}"
         # Without a face the label is a guess about the whole picture, and the picture says so.
-        draw_face(canvas, face["box"], label if result["face_found"] else f"NO FACE FOUND - whole photo: {label}",
+        draw_face(canvas, face["box"], label if result["face_found"] else f"NO FACE FOUND - whole image: {label}",
                   color)
     return Image.fromarray(canvas)
 

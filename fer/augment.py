@@ -1,11 +1,13 @@
 """Train-time augmentation as batched tensor ops: each image of a batch gets its own random flip, affine
-(rotation, zoom, shift) and random erasing, on the CPU or the GPU, without DataLoader workers."""
+(rotation, zoom, shift) and random erasing, on the CPU or the GPU, without DataLoader workers; on request,
+the corruptions of real photos first (`fer.corruptions`), and MixUp or CutMix of the batch last."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import torch
+import torchvision.transforms.v2 as transforms
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,14 @@ class AugmentConfig:
     max_translate: float = 0.1   # shift by up to 10 % of the side (0.1 of 48 px ~ a random 44-px crop's range)
     erase_prob: float = 0.25     # random erasing (Zhong et al. 2017) of one rectangle
     erase_max_area: float = 0.25
+    # Added with config version 5; their defaults (off) are what earlier runs did.
+    corrupt_prob: float = 0.0    # each face: one of fer.corruptions at a random severity (noise ... covered eyes)
+    mixup_alpha: float = 0.0     # > 0: MixUp (Zhang et al. 2018), pairs mixed by Beta(alpha, alpha)
+    cutmix_alpha: float = 0.0    # > 0: CutMix (Yun et al. 2019); with MixUp too, one of them per batch
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
     def validate(self) -> None:
         """ValueError naming the first field out of range."""
@@ -29,7 +39,8 @@ class AugmentConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{name} must be a number, not {value!r}")
         for name, low, high in (("max_rotate_deg", 0, 180), ("max_scale", 0, 0.9), ("max_translate", 0, 0.5),
-                                ("erase_prob", 0, 1), ("erase_max_area", 0.02, 1)):
+                                ("erase_prob", 0, 1), ("erase_max_area", 0.02, 1), ("corrupt_prob", 0, 1),
+                                ("mixup_alpha", 0, 10), ("cutmix_alpha", 0, 10)):
             if not low <= getattr(self, name) <= high:
                 raise ValueError(f"{name} must be in [{low}, {high}], not {getattr(self, name)!r}")
 
@@ -71,3 +82,22 @@ def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
         chosen = (torch.rand(n, generator=generator, device=device) < cfg.erase_prob).view(n, 1, 1)
         out = out.masked_fill((inside & chosen).unsqueeze(1), 0.0)  # 0 is the mean after normalizing
     return out
+
+
+def side_generator(generator: torch.Generator) -> torch.Generator:
+    """A CPU generator seeded by one draw of `generator` (on any device): the corruptions and the mixing draw
+    from it, so that a run's augmentation stays one reproducible stream, on every rank, across a resume."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
+
+
+def mix(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: AugmentConfig,
+        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp or CutMix of a batch (torchvision's, one of them per batch when both are on): the images and
+    their targets, each a mix of two classes' one-hot labels. torchvision draws from torch's global generator;
+    it is seeded from `generator` inside a fork, so the run's own stream decides."""
+    mixers = ([transforms.MixUp(alpha=cfg.mixup_alpha, num_classes=num_classes)] if cfg.mixup_alpha > 0 else []) \
+        + ([transforms.CutMix(alpha=cfg.cutmix_alpha, num_classes=num_classes)] if cfg.cutmix_alpha > 0 else [])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        return transforms.RandomChoice(mixers)(images, labels)

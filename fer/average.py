@@ -55,10 +55,15 @@ def average_run(paths, out, data=None, force: bool = False) -> dict:
     if out.exists() and not force:
         raise ConfigError(f"{quote(out)} already exists: choose another --out, or --force to replace it")
     model, metas = average_weights(paths)
-    stored = metas[-1].get("train_config")
-    if not isinstance(stored, dict):
-        raise WeightsError(f"{quote(paths[-1])} holds no training config: the run's data and splits are unknown")
-    cfg = TrainConfig.from_dict(stored)
+    configs = []
+    for path, meta in zip(paths, metas):  # every snapshot's, so that a bad one is named
+        if not isinstance(meta.get("train_config"), dict):
+            raise WeightsError(f"{quote(path)} holds no training config: the run's data and splits are unknown")
+        try:
+            configs.append(TrainConfig.from_dict(meta["train_config"]))
+        except ConfigError as e:
+            raise ConfigError(f"{quote(path)}: {e}") from None
+    cfg = configs[-1]
     cfg = dataclasses.replace(cfg, data=data if data is not None else cfg.data)
     train_set, val_set = training_sets(cfg)
     if tuple(train_set.classes) != model.fer_classes:

@@ -36,7 +36,7 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 # How a stored config of version v becomes one of version v + 1: fields renamed, and fields added in v + 1
 # whose default is what version v did. Version 1 is every config written before configs had a version (the
 # shipped weights' own): its network was called "model"; amp (bf16 autocast where fast, always on before
@@ -47,7 +47,10 @@ UPGRADES = {1: {"renamed": {"model": "arch"},
             # data's own, which is PublicTest for FER-2013).
             2: {"renamed": {}, "added": ("val_split", "val_fraction", "votes")},
             # 4: faces of any size and colour (48 x 48 gray before); every epoch's weights kept on request.
-            3: {"renamed": {}, "added": ("image_size", "channels", "snapshots")}}
+            3: {"renamed": {}, "added": ("image_size", "channels", "snapshots")},
+            # 5: augmentation's corrupt_prob, mixup_alpha and cutmix_alpha (fer.augment.AugmentConfig fills
+            # them with their defaults, off, in a stored config that lacks them).
+            4: {"renamed": {}, "added": ()}}
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""

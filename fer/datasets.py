@@ -272,7 +272,30 @@ def _member_group_and_class(relpath: str, where: Path) -> tuple[str, str] | None
     return split or "all", class_name
 
 
+def check_no_empty_class_folder(folders, images, where: Path) -> None:
+    """DataError for a class folder without images: a folder beside class folders that hold images (relative
+    paths, "/"-separated) whose class would otherwise silently vanish from the data set. A folder counts as a
+    class folder where it stands in a split folder (train/, test/, ...) or bears one of FER-2013's names; any
+    other empty folder beside the classes (a run's checkpoints/, say) is not one."""
+    def skipped(relpath):  # as _member_group_and_class skips them
+        return any(part.startswith(".") or part == "__MACOSX" for part in relpath.split("/"))
+
+    class_folders = {image.rpartition("/")[0] for image in images if not skipped(image)}
+    parents = {folder.rpartition("/")[0] for folder in class_folders}
+    for folder in sorted(folders - class_folders):
+        parent, _, name = folder.rpartition("/")
+        looks_like_a_class = parent.rpartition("/")[2].lower() in SPLIT_FOLDERS or name.lower() in CLASSES
+        if parent in parents and looks_like_a_class and not skipped(folder) \
+                and not any(c.startswith(folder + "/") for c in class_folders):
+            raise DataError(f"{quote(where)}: the class folder {quote(folder)} holds no images (add its faces or "
+                            f"remove it)")
+
+
 def _folder_members(root: Path):
+    relative = [p.relative_to(root).as_posix() for p in root.rglob("*")]
+    check_no_empty_class_folder({r for r in relative if (root / r).is_dir()},
+                                [r for r in relative if r.lower().endswith(PHOTO_SUFFIXES) and (root / r).is_file()],
+                                root)
     for path in sorted(root.rglob("*")):
         if path.is_file():
             relpath = str(path.relative_to(root))
@@ -298,6 +321,10 @@ def _read_zip(path: Path, face: FaceFormat):
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise DataError(f"cannot read {quote(path)}: not a zip file ({one_line(e)})") from None
     with archive:
+        names = [info.filename.rstrip("/") for info in archive.infolist()]
+        folders = {n for info, n in zip(archive.infolist(), names) if info.is_dir()}
+        folders |= {n.rsplit("/", k)[0] for n in names for k in range(1, n.count("/") + 1)}  # implied by paths
+        check_no_empty_class_folder(folders, [n for n in names if n.lower().endswith(PHOTO_SUFFIXES)], path)
         members = []
         for info in archive.infolist():
             if info.is_dir():
@@ -396,10 +423,15 @@ def _read_ferplus(path: Path, face: FaceFormat):
                         f"be the same faces, row for row")
     keep, names, votes = [], [], []
     for i, row in enumerate(votes_rows):
+        if None in row or None in row.values():  # csv.DictReader's marks of a row longer or shorter than the header
+            raise DataError(f"{quote(path)} line {i + 2}: {len([v for v in row.values() if v is not None])} fields, "
+                            f"the header has {len(votes_rows[0])}")
         try:
             counts = np.array([float(row[c] or 0) for c in wanted])
+            if not np.isfinite(counts).all() or counts.min() < 0:
+                raise ValueError
         except ValueError:
-            raise DataError(f"{quote(path)} line {i + 2}: vote counts must be numbers") from None
+            raise DataError(f"{quote(path)} line {i + 2}: vote counts must be numbers >= 0") from None
         emotions = counts[:len(FERPLUS_CLASSES)]
         if emotions.max() <= 0 or counts[len(FERPLUS_CLASSES):].max() >= emotions.max():
             continue
@@ -421,7 +453,7 @@ def _read_rafdb(root: Path, face: FaceFormat):
     (Image/aligned/train_00001_aligned.jpg, or the original name, in Image/aligned/, aligned/ or the root)."""
     listing = _rafdb_list(root)
     folders = [root / "Image" / "aligned", root / "aligned", root / "Image" / "original", root]
-    images, names, groups = [], [], []
+    images, names, groups, first_line = [], [], [], {}
     for line_number, line in enumerate(listing.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -433,6 +465,10 @@ def _read_rafdb(root: Path, face: FaceFormat):
         except ValueError:
             raise DataError(f"{quote(listing)} line {line_number}: expected 'NAME.jpg LABEL' with a label 1-7, "
                             f"not {line.strip()[:60]!r}") from None
+        if name in first_line:  # one face, two labels (or counted twice): the list is damaged
+            raise DataError(f"{quote(listing)} line {line_number} names {quote(name)} again (first on line "
+                            f"{first_line[name]})")
+        first_line[name] = line_number
         stem, suffix = os.path.splitext(name)
         found = next((f / n for f in folders for n in (f"{stem}_aligned{suffix}", name) if (f / n).is_file()), None)
         if found is None:

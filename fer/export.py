@@ -117,15 +117,13 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
 
 
 def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
+    import onnx.helper
     meta = read_metadata(weights)
     temperature = meta.get("temperature", 1.0)
     values = {"format": ONNX_FORMAT, "weights_sha256": weights_digest(weights), "weights_name": weights.name,
               "classes": json.dumps(meta["classes"]), "input_size": json.dumps(meta["input_size"]),
               "temperature": json.dumps(temperature), "precision": precision, **extra}
-    del proto.metadata_props[:]
-    for key, value in values.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, str(value)
+    onnx.helper.set_model_props(proto, {key: str(value) for key, value in values.items()})  # replaces any there
 
 
 def _check_against_torch(path: Path, model) -> None:

@@ -10,6 +10,7 @@ of any of them.
 """
 from __future__ import annotations
 
+import collections
 import difflib
 import functools
 import numbers
@@ -105,9 +106,13 @@ def is_resnet(arch: str) -> bool:
     return torchvision.models.get_model_builder(name).__module__ == "torchvision.models.resnet"
 
 
+# torchvision's networks that return auxiliary classifiers' outputs beside the logits in training mode.
+AUX_LOGITS = ("googlenet", "inception_v3")
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     name = "resnet50" if cfg.arch == "resnet50_dropout" else cfg.arch
-    options = {}
+    options = {"aux_logits": False, "init_weights": True} if name in AUX_LOGITS else {}
     if is_resnet(name):
         # Zero the last norm of each residual branch so every block starts as the identity (Goyal et al. 2017):
         # deep nets trained from scratch in few epochs converge faster this way.
@@ -117,30 +122,35 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     model = torchvision.models.get_model(name, weights=None, num_classes=cfg.num_classes, **options)
     stem_name, stem = first_conv(model)
     if is_resnet(name) and cfg.stem == "cifar":
-        replace(model, stem_name, nn.Conv2d(cfg.channels, stem.out_channels, kernel_size=3, stride=1, padding=1,
-                                            bias=False))
+        model.set_submodule(stem_name, nn.Conv2d(cfg.channels, stem.out_channels, kernel_size=3, stride=1,
+                                                 padding=1, bias=False))
     elif cfg.channels != stem.in_channels:  # the same convolution, reading gray faces instead of RGB
-        replace(model, stem_name, nn.Conv2d(cfg.channels, stem.out_channels, stem.kernel_size, stem.stride,
-                                            stem.padding, stem.dilation, stem.groups, stem.bias is not None,
-                                            stem.padding_mode))
+        model.set_submodule(stem_name, nn.Conv2d(cfg.channels, stem.out_channels, stem.kernel_size, stem.stride,
+                                                 stem.padding, stem.dilation, stem.groups, stem.bias is not None,
+                                                 stem.padding_mode))
     if is_resnet(name) and cfg.stem in ("no_maxpool", "cifar"):
         model.maxpool = nn.Identity()
     if cfg.arch == "resnet50_dropout" and cfg.dropout > 0:
         _dropout_after_activations(model, cfg.dropout)
     if cfg.head_dropout > 0:
         head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-        replace(model, head_name, nn.Sequential(nn.Dropout(cfg.head_dropout), head))
+        model.set_submodule(head_name, nn.Sequential(nn.Dropout(cfg.head_dropout), head))
     return model
+
+
+def load_state(model: nn.Module, state: dict) -> None:
+    """`model.load_state_dict` for tensors read from a file. A safetensors file keeps no per-module versions
+    (what torch stores as `state_dict()._metadata`), and some modules read theirs (torchvision's MNASNet
+    refuses a state without one): the freshly built model's own stand in where the state has none."""
+    if getattr(state, "_metadata", None) is None:
+        state = collections.OrderedDict(state)
+        state._metadata = getattr(model.state_dict(), "_metadata", None)
+    model.load_state_dict(state)
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     """The convolution that reads the picture: the first Conv2d with three input channels."""
     return next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3)
-
-
-def replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent), child, module)
 
 
 def check_input_size(cfg: ModelConfig) -> None:

@@ -4,6 +4,7 @@ and the one way files are written (a temp file renamed over the target, so no re
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import platform
 import re
@@ -143,14 +144,10 @@ def remove_stale_temp_files(path: Path) -> None:
     """Delete the temp files that writers of `path` killed mid-write (SIGKILL, power loss) left behind."""
     path = Path(path)
     with contextlib.suppress(OSError):
-        for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
+        for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp*"):
             pid = leftover.name[len(path.name) + 2:].split(".tmp", 1)[0]
             if pid.isdigit() and not _process_alive(int(pid)):
                 leftover.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _process_alive(pid: int) -> bool:

@@ -61,6 +61,7 @@ ENGINES = ("auto", "notebook", "train")
 # Settings that may differ when a sweep is resumed: where it runs, not what (a --jobs slot picks the device).
 MAY_CHANGE = ("data", "device", "compile", "progress", "out", "resume", "force")
 RUN_FILE = "model.safetensors"
+MAX_RUNS = 1000  # a spec of more runs is a mistake (years of CPU time): refused before anything is built
 
 
 @dataclass
@@ -89,6 +90,8 @@ def read_spec(path) -> dict:
         raise ConfigError(f"cannot read the sweep spec {quote(path)}: {one_line(e)}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"the sweep spec {quote(path)} is not TOML: {one_line(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"the sweep spec {quote(path)} is nested too deeply to be a spec") from None
     spec.setdefault("name", path.stem)
     return spec
 
@@ -110,8 +113,8 @@ def parse_overrides(pairs) -> dict:
 
 def plan(spec: dict, data=None, root=None, overrides: dict | None = None) -> list[Run]:
     """Every run of a spec, in order, with its complete config; ConfigError for a malformed spec or an
-    unknown setting (a setting out of range fails that run only, when it runs). overrides: settings that
-    replace the spec's base (`--set`)."""
+    unknown setting, of the wrong type or out of range in any run (all checked before the first run starts;
+    the device where a run gets it). overrides: settings that replace the spec's base (`--set`)."""
     unknown = sorted(spec.keys() - {"name", "seeds", "base", "grid", "run"})
     if unknown:
         raise ConfigError(f"the sweep spec has unknown key {unknown[0]!r} (expected name, seeds, base, grid, run)")
@@ -124,9 +127,14 @@ def plan(spec: dict, data=None, root=None, overrides: dict | None = None) -> lis
     if not isinstance(base, dict) or not isinstance(grid, dict) or not isinstance(named, list) \
             or not all(isinstance(r, dict) for r in named):
         raise ConfigError("base and grid must be tables and run a list of tables ([[run]])")
+    if not named:
+        raise ConfigError("run = [] names no run: give [[run]] tables, or leave run out")
     bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
     if bad:
         raise ConfigError(f"grid.{bad[0]} must be a non-empty list of values")
+    count = len(named) * len(seeds) * int(np.prod([len(v) for v in grid.values()], dtype=object))
+    if count > MAX_RUNS:
+        raise ConfigError(f"the spec makes {count:,} runs, more than {MAX_RUNS:,}: narrow the grid or the seeds")
     for table in (base, grid, *named, overrides or {}):
         if "seed" in table:
             raise ConfigError("give the seeds as seeds = [...], not as a setting")
@@ -142,8 +150,12 @@ def plan(spec: dict, data=None, root=None, overrides: dict | None = None) -> lis
         label = entry.get("name")
         settings = {k: v for k, v in entry.items() if k != "name"}
         varying = {**({"name": label} if label else {}), **combo, "seed": seed}
-        config = TrainConfig.from_settings(**{**base, **settings, **combo, "seed": seed, "progress": False})
         folder_name = ",".join(f"{k}={v}" if k != "name" else str(v) for k, v in varying.items())
+        try:  # every run's settings checked before the first one starts (the device where the run gets it)
+            config = TrainConfig.from_settings(**{**base, **settings, **combo, "seed": seed, "progress": False})
+            dataclasses.replace(config, device="cpu").validate()
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"run {folder_name}: {one_line(e)}") from None
         folder = root / re.sub(r"[^A-Za-z0-9._=,+-]", "_", folder_name)
         config.out = str(folder / RUN_FILE)
         runs.append(Run(folder.name, varying, config, folder))
@@ -275,6 +287,7 @@ def run_sweep(runs: list[Run], engine: str = "auto", jobs: int = 1, devices: lis
     engine = pick_engine(engine)
     todo = [r for r in runs if r.status()["status"] != "done"]
     log(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} done already, {len(todo)} to run ({engine} engine)")
+    jobs = max(1, min(jobs, len(todo)))  # no more slots than runs
     slots = queue.Queue()
     for i in range(jobs):
         slots.put(devices[i % len(devices)] if devices else None)

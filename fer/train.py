@@ -34,12 +34,13 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .augment import augment
+from .augment import augment, mix, side_generator
 from .config import RESUMABLE, TrainConfig
-from .datasets import FaceSet, load_split, split_name, splits_of
+from .corruptions import corrupt_randomly
+from .datasets import FaceSet, load_split, resolve_data_source, split_name, splits_of
 from .errors import ConfigError, FerError, WeightsError, one_line, quote
 from .evaluate import evaluate
-from .model import ModelConfig, build_model, check_input_size
+from .model import ModelConfig, build_model, check_input_size, load_state
 from .paths import runs_dir
 from .preprocess import normalize
 from .runtime import Dist, atomic_write, autocast_for, init_distributed, machine_description, \
@@ -115,7 +116,8 @@ def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, cfg: TrainCon
 
 
 def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state: dict, generator,
-                    device, ema=None, dist: Dist = Dist(), votes: torch.Tensor | None = None) -> dict:
+                    device, ema=None, dist: Dist = Dist(), votes: torch.Tensor | None = None,
+                    num_classes: int | None = None) -> dict:
     """One pass over the shuffled training set; stops early when the run's progress reaches 1."""
     model.train()
     n = len(labels)
@@ -139,9 +141,14 @@ def train_one_epoch(model, optimizer, images_u8, labels, cfg: TrainConfig, state
         index = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         # Every rank augments the whole global batch with the same draws and keeps its slice: the run
         # then sees exactly what one process with the same global batch would (augmenting is cheap).
-        x = augment(normalize(images_u8[index]), cfg.augment, generator)
+        faces = images_u8[index]
+        if cfg.augment.corrupt_prob > 0:
+            faces = corrupt_randomly(faces, cfg.augment.corrupt_prob, side_generator(generator))
+        x = augment(normalize(faces), cfg.augment, generator)
         y = labels[index]
         v = votes[index] if votes is not None else None
+        if cfg.augment.mixes:  # the targets become mixes of two labels (FER+'s votes are refused with mixing)
+            x, v = mix(x, y, num_classes or int(labels.max()) + 1, cfg.augment, side_generator(generator))
         if dist.enabled:
             part = len(index) // dist.world
             mine = slice(dist.rank * part, (dist.rank + 1) * part)
@@ -336,7 +343,7 @@ def init_from(model: torch.nn.Module, path, classes: tuple[str, ...], log=print)
         log(f"note: {path} was trained for {len(source.fer_classes)} other classes; its classifier is not used")
         own.update(state)
         state = own
-    model.load_state_dict(state)
+    load_state(model, state)
 
 
 def _is_head(model: torch.nn.Module, key: str) -> bool:
@@ -375,9 +382,16 @@ def training_sets(cfg: TrainConfig) -> tuple[FaceSet, FaceSet]:
     --val-split named, or the data's own selection split (PublicTest for FER-2013, val/ for a split layout)."""
     face = cfg.model_config().face
     present = splits_of(cfg.data, face=face)
+    if present and "train" not in present:  # training on all of it would train on the faces that choose the model
+        raise ConfigError(f"{quote(resolve_data_source(cfg.data))} has splits ({', '.join(sorted(present))}) but no "
+                          f"train/ folder: put the training faces in train/<class>/")
     train_set = load_split(cfg.data, "train" if "train" in present else "all", face=face)
     if cfg.val_fraction is not None:
-        return train_set.split_off(cfg.val_fraction, cfg.seed)
+        kept, held = train_set.split_off(cfg.val_fraction, cfg.seed)
+        if not len(held) or not len(kept):
+            raise ConfigError(f"--val-fraction {cfg.val_fraction:g} of {len(train_set)} training faces holds out "
+                              f"{len(held)} of them: choose a fraction that leaves faces on both sides")
+        return kept, held
     split = cfg.val_split or next((s for s in ("public", "val") if s in present), None)
     if split is None:
         raise ConfigError(f"{quote(train_set.source)} has no split to choose the model on ({', '.join(sorted(present)) or 'no splits'}): "
@@ -414,6 +428,9 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     train_set, val_set = train_set.subset(cfg.subset, cfg.seed), val_set.subset(cfg.val_subset, cfg.seed)
     images_u8, labels = train_set.images.to(device), train_set.labels.to(device)
     votes = train_set.votes.to(device) if cfg.votes and train_set.votes is not None else None
+    if votes is not None and cfg.augment.mixes:
+        raise ConfigError("MixUp and CutMix mix one-label targets; this data set trains on its annotators' votes: "
+                          "give --no-votes, or leave --mixup-alpha and --cutmix-alpha at 0")
     model_cfg = dataclasses.replace(model_cfg, num_classes=len(train_set.classes))
 
     model = build_model(model_cfg)
@@ -432,7 +449,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
 
     if checkpoint is not None:
         try:
-            model.load_state_dict(checkpoint["model"])
+            load_state(model, checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             if ema is not None:
                 ema.load_state_dict(checkpoint["ema"])
@@ -464,7 +481,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
     while state["epoch"] < cfg.epochs:
         epoch_start = time.perf_counter()
         stats = train_one_epoch(step_model, optimizer, images_u8, labels, cfg, state, generator, device, ema,
-                                dist, votes)
+                                dist, votes, len(train_set.classes))
         if stats["images"] == 0:  # the budget ran out at an epoch boundary: nothing new to evaluate
             break
         if not math.isfinite(stats["train_loss"]) or not all(torch.isfinite(p).all() for p in model.parameters()):

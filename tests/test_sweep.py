@@ -53,21 +53,25 @@ def test_a_2x2_grid_with_two_seeds_gives_one_table_and_one_chart(fer_folder, tmp
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(fer_folder, tmp_path, capsys):
-    """Through notebook 02 and papermill: one run finishes, one fails in training, one has settings that
-    contradict each other; the sweep exits 1 and the table says which failed and why, in one line each."""
+    """Through notebook 02 and papermill: one run finishes, one fails in training; the sweep exits 1 and the
+    table says which failed and why, in one line. Settings that contradict each other are refused before any
+    run starts, naming the run."""
     pytest.importorskip("papermill")
     spec = tmp_path / "mixed.toml"
+    runs = [{"name": "good"}, {"name": "missing-weights", "init_from": str(tmp_path / "no.safetensors")}]
     spec.write_text(toml({**TINY, "arch": "resnet50"}, top={"name": "mixed"},
-                         runs=[{"name": "good"}, {"name": "missing-weights", "init_from": str(tmp_path / "no.safetensors")},
-                               {"name": "contradiction", "dropout": 0.2}]))
-    code = main(["sweep", str(spec), "--data", str(fer_folder), "--engine", "notebook", "--out",
-                 str(tmp_path / "mixed")])
+                         runs=[*runs, {"name": "contradiction", "dropout": 0.2}]))
+    command = ["sweep", str(spec), "--data", str(fer_folder), "--engine", "notebook", "--out", str(tmp_path / "mixed")]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run contradiction,seed=0" in err and "dropout" in err
+    assert not (tmp_path / "mixed").exists()
+    spec.write_text(toml({**TINY, "arch": "resnet50"}, top={"name": "mixed"}, runs=runs))
+    code = main(command)
     assert code == 1
     table = pd.read_csv(tmp_path / "mixed" / "results.csv").set_index("run")
-    assert table["status"].to_dict() == {"good,seed=0": "done", "missing-weights,seed=0": "failed",
-                                         "contradiction,seed=0": "failed"}
+    assert table["status"].to_dict() == {"good,seed=0": "done", "missing-weights,seed=0": "failed"}
     assert "no weights file" in table["error"]["missing-weights,seed=0"]
-    assert "dropout" in table["error"]["contradiction,seed=0"]
     assert (tmp_path / "mixed" / "good,seed=0" / "02_training.ipynb").is_file()
     assert capsys.readouterr().err == ""  # the failures are the runs', in the table; the sweep itself went well
 

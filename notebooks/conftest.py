@@ -12,6 +12,10 @@ from fer.datasets import resolve_data_source
 from fer.errors import DataError
 from tests.conftest import write_fer_layout
 
+# Notebook 02 trains: committed with its real recipe (7 hours), it runs in the suite through papermill with
+# quick parameters (tests/test_notebooks.py), never as committed.
+collect_ignore = ["02_training.ipynb"]
+
 _saved: dict | None = None
 _scratch: Path | None = None  # removed when the notebook is done: a training notebook leaves ~1 GB there
 

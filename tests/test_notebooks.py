@@ -153,3 +153,22 @@ def _html_widgets(widget):
         yield widget
     for child in getattr(widget, "children", ()):
         yield from _html_widgets(child)
+
+
+def test_no_notebook_is_committed_with_papermills_injected_parameters():
+    """A user who opens a notebook sees its own parameters (02: the shipped recipe), not a test's quick run."""
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        assert not [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])], path.name
+
+
+def test_committed_outputs_name_only_the_weights_that_ship():
+    """Outputs (and saved widget states) executed with a model no longer shipped show a stale model: each weights
+    file a committed notebook names must be in trained_models/ today (re-execute the notebook otherwise)."""
+    import re
+    shipped = {p.name for p in (REPO / "trained_models").glob("*.safetensors")}
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        notebook = json.loads(path.read_text())
+        executed = json.dumps([notebook["metadata"], [c.get("outputs", []) for c in notebook["cells"]]])
+        stale = set(re.findall(r"[\w.-]+\.safetensors", executed)) - shipped
+        assert not stale, f"{path.name} shows {sorted(stale)}: re-execute it"

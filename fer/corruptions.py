@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
@@ -75,7 +77,14 @@ def motion_blur(x, severity, generator):
 
 
 def jpeg(x, severity, generator):
-    return TF.jpeg(x.contiguous(), (60, 35, 20, 12, 6)[severity - 1])
+    """Encoded and decoded by OpenCV's libjpeg (torchvision's own JPEG codec is deprecated since 0.29)."""
+    quality = (60, 35, 20, 12, 6)[severity - 1]
+    out = torch.empty_like(x)
+    for i, face in enumerate(x.permute(0, 2, 3, 1).numpy()):  # H x W x C; a colour face is RGB, kept so
+        _, encoded = cv2.imencode(".jpg", np.ascontiguousarray(face), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+        out[i] = torch.from_numpy(decoded.reshape(face.shape)).permute(2, 0, 1)
+    return out
 
 
 def dark(x, severity, generator):

@@ -328,8 +328,8 @@ def weights_of(args) -> list:
 
 
 def load_engines(args) -> list:
-    from .inference import load_engine
-    return [load_engine(p, args.engine) for p in weights_of(args)]
+    from .inference import load_engines as engines_for
+    return engines_for(weights_of(args), args.engine)
 
 
 def run_export(args) -> int:

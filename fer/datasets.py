@@ -292,11 +292,11 @@ def check_no_empty_class_folder(folders, images, where: Path) -> None:
 
 
 def _folder_members(root: Path):
-    relative = [p.relative_to(root).as_posix() for p in root.rglob("*")]
-    check_no_empty_class_folder({r for r in relative if (root / r).is_dir()},
-                                [r for r in relative if r.lower().endswith(PHOTO_SUFFIXES) and (root / r).is_file()],
-                                root)
-    for path in sorted(root.rglob("*")):
+    paths = sorted(root.rglob("*"))  # one walk of the tree, for the check and the members
+    check_no_empty_class_folder({p.relative_to(root).as_posix() for p in paths if p.is_dir()},
+                                [p.relative_to(root).as_posix() for p in paths
+                                 if p.name.lower().endswith(PHOTO_SUFFIXES) and p.is_file()], root)
+    for path in paths:
         if path.is_file():
             relpath = str(path.relative_to(root))
             placed = _member_group_and_class(relpath, root)

@@ -141,8 +141,7 @@ def _upright(small: np.ndarray, to_photo: np.ndarray, scale: float, face: Face, 
         matrix = turn @ to_square  # small pixels -> the turned square
         square = cv2.warpAffine(small, matrix[:2], (UPRIGHT_SIDE, UPRIGHT_SIDE), borderMode=cv2.BORDER_CONSTANT)
         back = to_photo @ np.linalg.inv(matrix)
-        found = [f for f in _detect(square, back, photo_size, cfg)
-                 if np.hypot(*(np.add(f.box[:2], np.divide(f.box[2:], 2)) - centre)) < max(w, h) / 2]
+        found = _near(_detect(square, back, photo_size, cfg), centre, max(w, h) / 2)
         if found and max(f.score for f in found) > best_score:
             best_quarter, best_score = quarter, max(f.score for f in found)
     if best_quarter == 0:
@@ -151,9 +150,13 @@ def _upright(small: np.ndarray, to_photo: np.ndarray, scale: float, face: Face, 
     # (the small square's are off by a few pixels).
     turned, rotation = _turn(small, 90 * best_quarter)
     back = to_photo @ np.vstack([cv2.invertAffineTransform(rotation), [0, 0, 1]])
-    found = [f for f in _detect(turned, back, photo_size, cfg)
-             if np.hypot(*(np.add(f.box[:2], np.divide(f.box[2:], 2)) - centre)) < max(w, h) / 2]
+    found = _near(_detect(turned, back, photo_size, cfg), centre, max(w, h) / 2)
     return max(found, key=lambda f: f.score) if found else face
+
+
+def _near(faces: list[Face], centre: np.ndarray, radius: float) -> list[Face]:
+    """The faces whose box centre lies within `radius` pixels of `centre`: the same face, found again."""
+    return [f for f in faces if np.hypot(*(np.add(f.box[:2], np.divide(f.box[2:], 2)) - centre)) < radius]
 
 
 def _detect(bgr: np.ndarray, to_photo: np.ndarray, photo_size, cfg: DetectorConfig) -> list[Face]:

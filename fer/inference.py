@@ -10,6 +10,7 @@ model's FaceFormat in general) into logits N x classes (float32, CPU):
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -104,6 +105,19 @@ def as_engine(model):
 def engines_of(models) -> list:
     """A model, an engine or a list of them (an ensemble), as a list of engines."""
     return [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+
+
+def load_engines(models=None, engine: str = "auto") -> list:
+    """An engine per member of `models`: a model or an engine as it is; a weights path, or an ensemble list
+    (NAME.txt, fer.ensemble), loaded with `engine`; None (alone or in a list), the shipped model."""
+    from .ensemble import expand_weights
+    engines = []
+    for item in models if isinstance(models, (list, tuple)) else [models]:
+        if item is None or isinstance(item, (str, os.PathLike)):
+            engines += [load_engine(p, engine) for p in (expand_weights([item]) if item is not None else [None])]
+        else:
+            engines.append(as_engine(item))
+    return engines
 
 
 def classes_of(models) -> tuple[str, ...]:

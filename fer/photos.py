@@ -12,7 +12,7 @@ from PIL import Image
 from .detect import DetectorConfig, Face, crop_face, detect_faces
 from .errors import DataError, FerError, one_line, quote
 from .images import PHOTO_SUFFIXES, as_image, display_name, open_image, to_channels, to_rgb, to_viewable
-from .inference import classes_of, engines_of, face_of, predict_probs
+from .inference import classes_of, engines_of, face_of, load_engines, predict_probs
 from .runtime import atomic_write
 
 BOX_COLOR = (0, 220, 0)
@@ -80,19 +80,6 @@ def predict(path, model=None, classes=None, print_text: bool = True, put_text: b
     if put_text:
         result["image"] = draw_labels(image, result)
     return result
-
-
-def load_engines(models=None) -> list:
-    """An engine per member: None is the shipped model, a path (weights, or an ensemble list) is loaded as the
-    command line loads it (int8 ONNX Runtime where its file exists, else PyTorch), models and engines are kept."""
-    from .inference import load_engine
-    from .ensemble import expand_weights
-    items = models if isinstance(models, (list, tuple)) else [models]
-    if any(isinstance(m, (str, os.PathLike)) or m is None for m in items):
-        paths = expand_weights([m for m in items if isinstance(m, (str, os.PathLike))]) or [None]
-        return [load_engine(p) for p in paths] + engines_of([m for m in items if m is not None
-                                                              and not isinstance(m, (str, os.PathLike))])
-    return engines_of(items)
 
 
 def summary_line(result: dict) -> str:

@@ -24,7 +24,7 @@ RESULTS = Path(__file__).parent / "results" / "cpu_flagship"
 def recipe(config: dict) -> str:
     """The settings that differ between the runs, in a few words."""
     parts = [config["arch"], f"stem {config['stem']}"]
-    if config["arch"] == "resnet50_dropout":
+    if config.get("dropout"):
         parts.append(f"dropout {config['dropout']} after every activation")
     if config["head_dropout"]:
         parts.append(f"head dropout {config['head_dropout']}")

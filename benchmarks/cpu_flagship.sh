@@ -18,6 +18,5 @@ checkpoint="$(dirname "$OUT")/checkpoints/$(basename "$OUT" .safetensors)/last.p
 if [ -f "$checkpoint" ]; then
   exec "$PY" -m fer train --out "$OUT" --resume --data "$DATA" --no-progress --snapshots
 fi
-exec "$PY" -m fer train --data "$DATA" --out "$OUT" --model resnet50 --head-dropout 0.3 --erase-prob 0 \
-  --stem "$STEM" --time-budget "$BUDGET" --epochs 1000 --batch-size 128 --optimizer adamw --lr 1e-3 \
-  --weight-decay 0.05 --label-smoothing 0.1 --seed 0 --no-progress --snapshots
+exec "$PY" -m fer train --recipe flagship --data "$DATA" --out "$OUT" --stem "$STEM" --time-budget "$BUDGET" \
+  --no-progress  # recipes/flagship.toml: every other setting

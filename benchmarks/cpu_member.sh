@@ -5,25 +5,25 @@
 #
 #   nohup bash benchmarks/cpu_member.sh dropout >> runs/members/dropout.log 2>&1 &
 #
+# MEMBER names recipes/member_MEMBER.toml, which holds every setting of its run:
 # dropout: the mission's variant, resnet50_dropout (Dropout(0.05) after every one of the 49 activations),
 #          everything else the flagship's, seed 0 included, so that the plain-vs-dropout table compares the
 #          placement of dropout alone at equal CPU-hours.
 # Every epoch's weights are kept (--snapshots) so that the last ones can be averaged (`python -m fer average`).
 # A training run needs the machine to itself (DEVELOPERS.md): run tests and benchmarks after stopping it.
 set -euo pipefail
-MEMBER=${1:?"usage: cpu_member.sh dropout"}
+MEMBER=${1:?"usage: cpu_member.sh MEMBER (dropout: recipes/member_dropout.toml)"}
 DATA=${DATA:-../shared/data/fer2013.zip}
 BUDGET=${BUDGET:-25200}
 PY=${PY:-.venv/bin/python}
-case "$MEMBER" in
-  dropout) recipe=(--model resnet50_dropout --dropout 0.05 --head-dropout 0.3 --erase-prob 0 --seed 0) ;;
-  *) echo "cpu_member.sh: unknown member $MEMBER (dropout)" >&2; exit 2 ;;
-esac
+RECIPE=recipes/member_$MEMBER.toml  # every setting of the member's run
+if [ ! -f "$RECIPE" ]; then
+  echo "cpu_member.sh: no recipe $RECIPE for member $MEMBER ($(ls recipes | grep '^member_' | tr '\n' ' '))" >&2
+  exit 2
+fi
 OUT=${OUT:-runs/members/$MEMBER.safetensors}
 checkpoint="$(dirname "$OUT")/checkpoints/$(basename "$OUT" .safetensors)/last.pt"
 if [ -f "$checkpoint" ]; then
   exec "$PY" -m fer train --out "$OUT" --resume --data "$DATA" --no-progress --snapshots
 fi
-exec "$PY" -m fer train --data "$DATA" --out "$OUT" "${recipe[@]}" --stem imagenet --time-budget "$BUDGET" \
-  --epochs 1000 --batch-size 128 --optimizer adamw --lr 1e-3 --weight-decay 0.05 --label-smoothing 0.1 \
-  --no-progress --snapshots
+exec "$PY" -m fer train --recipe "$RECIPE" --data "$DATA" --out "$OUT" --time-budget "$BUDGET" --no-progress

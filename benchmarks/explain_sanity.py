@@ -33,7 +33,8 @@ from fer.explain import LAYERS, default_layer, grad_cam, stage_grids, stage_stri
 from fer.inference import predict_probs
 from fer.model import build_model
 from fer.preprocess import normalize
-from fer.weights import load_model
+from fer.api import load
+from fer.inference import TorchEngine
 
 MASKED_SHARE = 0.10
 MEAN_GREY = 128  # 0 after normalization
@@ -75,11 +76,12 @@ def centre_of_mass(maps: np.ndarray) -> np.ndarray:
 
 def saliency_check(model, faces, cams: np.ndarray, predicted: np.ndarray, layer: str) -> dict:
     x = normalize(faces.images).requires_grad_(True)
-    model.eval()
-    logits = model(x)
+    model.network.eval()
+    logits = model.network(x)
     logits.gather(1, torch.from_numpy(predicted)[:, None]).sum().backward()
     saliency = x.grad[:, 0].abs().numpy()
-    span = stage_strides(model)[layer] * (stage_grids(model)[layer] - 1) + 1  # pixels the cells span
+    network, face = model.network, model.spec.face
+    span = stage_strides(network, face)[layer] * (stage_grids(network, face)[layer] - 1) + 1  # pixels the cells span
     offset = centre_of_mass(cams[:, :span, :span]) - centre_of_mass(saliency[:, :span, :span])
     return {"centre_minus_saliency_centre_px_right": round(float(offset[:, 1].mean()), 2),
             "centre_minus_saliency_centre_px_below": round(float(offset[:, 0].mean()), 2)}
@@ -108,7 +110,7 @@ def check(model, faces, layer: str, seed: int) -> dict:
     others = own[rng.permutation(len(own))]
     scattered = np.stack([rng.permutation(m.ravel()).reshape(m.shape) for m in own])
     torch.manual_seed(seed)
-    random_model = build_model(model.fer_config).eval()
+    random_model = TorchEngine(build_model(model.spec.network), model.spec)
     random_cams, _ = grad_cam(random_model, faces.images, target=predicted, layer=layer)
     return {
         "layer": layer,
@@ -131,10 +133,11 @@ def main():
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model = load_model(args.weights)
+    model = load(args.weights, engine="torch")
     faces = load_split(args.data, args.split).subset(args.n, args.seed)
-    layers = args.layers or list(dict.fromkeys([default_layer(model), "layer4"]))
-    result = {"split": args.split, "n": len(faces), "default_layer": default_layer(model),
+    default = default_layer(model.network, model.spec.face)
+    layers = args.layers or list(dict.fromkeys([default, "layer4"]))
+    result = {"split": args.split, "n": len(faces), "default_layer": default,
               "checks": [check(model, faces, layer, args.seed) for layer in layers]}
     print(json.dumps(result))
 

@@ -25,7 +25,7 @@ import torch
 from fer.datasets import load_split
 from fer.detect import DetectorConfig, Face, crop_face, detect_faces
 from fer.inference import predict_probs
-from fer.weights import load_model
+from fer.api import load
 
 SCALE = 4
 
@@ -114,7 +114,7 @@ def main():
                         help="upright, rotated, turned_90, turned_180, turned_270 (default: all)")
     args = parser.parse_args()
     faces = load_split(args.data, args.split).subset(args.n, args.seed)
-    models = [load_model(p) for p in (args.weights or [None])]
+    models = load(args.weights, engine="torch")
     rng = np.random.default_rng(args.seed)
     labels = faces.labels
     direct = predict_probs(models, faces.images).argmax(1)

@@ -18,31 +18,31 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from .config import TrainConfig
 from .errors import ConfigError, WeightsError, quote
 from .evaluate import evaluate
-from .model import ModelConfig
+from .inference import TorchEngine
 from .preprocess import normalize
-from .weights import load_model, read_metadata, save_weights
+from .spec import ModelSpec
+from .weights import load_network, read_metadata, save_weights
 
 BATCH = 256
 
 
-def average_weights(paths) -> tuple[torch.nn.Module, list[dict]]:
+def average_weights(paths) -> tuple[torch.nn.Module, ModelSpec, list[dict]]:
     """The mean of the weights files' parameters (float32, on the CPU; BatchNorm statistics still the first
-    file's) and their metadata; WeightsError unless they are one network with the same classes."""
+    file's), its spec and the files' metadata; WeightsError unless they are one network with the same classes."""
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ConfigError("averaging needs at least two weights files (a run's snapshots: train --snapshots)")
     metas = [read_metadata(p) for p in paths]
-    first = ModelConfig.from_dict(metas[0]["config"])
+    first = ModelSpec.from_metadata(metas[0])
     for path, meta in zip(paths[1:], metas[1:]):
-        if ModelConfig.from_dict(meta["config"]) != first or meta["classes"] != metas[0]["classes"]:
+        spec = ModelSpec.from_metadata(meta)
+        if spec.network != first.network or spec.classes != first.classes:
             raise WeightsError(f"{quote(path)} is another network than {quote(paths[0])} (config or classes differ): "
                                f"only snapshots of one run can be averaged")
-    averaged = AveragedModel(load_model(paths[0]))
+    averaged = AveragedModel(load_network(paths[0])[0])
     for path in paths[1:]:
-        averaged.update_parameters(load_model(path))
-    model = averaged.module
-    model.fer_config, model.fer_classes = first, tuple(metas[0]["classes"])
-    return model, metas
+        averaged.update_parameters(load_network(path)[0])
+    return averaged.module, dataclasses.replace(first, temperature=1.0), metas  # a new network: not calibrated
 
 
 def average_run(paths, out, data=None, force: bool = False) -> dict:
@@ -54,7 +54,7 @@ def average_run(paths, out, data=None, force: bool = False) -> dict:
     check_outputs({"--out": out}, paths)
     if out.exists() and not force:
         raise ConfigError(f"{quote(out)} already exists: choose another --out, or --force to replace it")
-    model, metas = average_weights(paths)
+    model, spec, metas = average_weights(paths)
     configs = []
     for path, meta in zip(paths, metas):  # every snapshot's, so that a bad one is named
         if not isinstance(meta.get("train_config"), dict):
@@ -66,15 +66,15 @@ def average_run(paths, out, data=None, force: bool = False) -> dict:
     cfg = configs[-1]
     cfg = dataclasses.replace(cfg, data=data if data is not None else cfg.data)
     train_set, val_set = training_sets(cfg)
-    if tuple(train_set.classes) != model.fer_classes:
+    if tuple(train_set.classes) != spec.classes:
         raise ConfigError(f"the data's classes ({', '.join(train_set.classes)}) are not the snapshots' "
-                          f"({', '.join(model.fer_classes)})")
+                          f"({', '.join(spec.classes)})")
     model.train()
     update_bn((normalize(train_set.images[i:i + BATCH]) for i in range(0, len(train_set), BATCH)), model)
     model.eval()
-    accuracy = evaluate(model, val_set)["accuracy"]
+    accuracy = evaluate(TorchEngine(model, spec), val_set)["accuracy"]
     epochs = [m.get("epoch") for m in metas]
-    save_weights(model, model.fer_config, out, classes=model.fer_classes, val_acc=round(accuracy, 5),
+    save_weights(model, spec, out, val_acc=round(accuracy, 5),
                  val_split=val_set.split, epoch=epochs[-1], averaged_epochs=epochs,
                  train_seconds=metas[-1].get("train_seconds"), train_config=cfg.to_dict(),
                  device=metas[-1].get("device"))

@@ -10,7 +10,6 @@ import pandas as pd
 
 from .errors import DataError, quote
 from .paths import charts_dir
-from .preprocess import CLASSES
 from .runtime import atomic_write
 
 # History CSVs written while the selection split was always PublicTest, and named so.
@@ -117,7 +116,7 @@ def plot_sweep(histories: dict[str, pd.DataFrame], groups: dict[str, str], table
     return fig
 
 
-def plot_confusion(confusion, title: str = "", normalize: bool = True, classes=CLASSES) -> plt.Figure:
+def plot_confusion(confusion, classes, title: str = "", normalize: bool = True) -> plt.Figure:
     """Confusion matrix, rows = true class; normalized per row (= recall on the diagonal)."""
     matrix = np.asarray(confusion, dtype=float)
     shown = matrix / matrix.sum(1, keepdims=True).clip(min=1) if normalize else matrix
@@ -144,7 +143,7 @@ def plot_class_counts(counts: pd.DataFrame) -> plt.Figure:
     return ax.figure
 
 
-def plot_faces(images, labels, per_class: int = 8, title: str = "", classes=CLASSES) -> plt.Figure:
+def plot_faces(images, labels, classes, per_class: int = 8, title: str = "") -> plt.Figure:
     """A grid: one row per class, `per_class` faces each (the first ones of that class)."""
     images, labels = np.asarray(images), np.asarray(labels)
     rows = [images[np.flatnonzero(labels == i)[:per_class]] for i in range(len(classes))]

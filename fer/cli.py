@@ -88,6 +88,9 @@ def version() -> str:
 def add_train_arguments(t: argparse.ArgumentParser) -> None:
     from .config import add_train_arguments as add_config_fields
     add_config_fields(t)
+    t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="change one setting of the recipe (or of the defaults), by its name: --set stem=no_maxpool "
+                        "--set erase_prob=0.25 (repeatable; the value is read as TOML)")
 
 
 def add_sweep_arguments(w: argparse.ArgumentParser) -> None:
@@ -284,6 +287,7 @@ def run_sweep(args) -> int:
     """Exit 0 when every run is done, 1 when some failed (their errors are in the results table)."""
     from . import sweep
     from .errors import ConfigError
+    from .recipes import parse_overrides
     from .runtime import pick_device
     devices = args.devices.split(",") if args.devices else None
     for device in devices or []:
@@ -291,7 +295,7 @@ def run_sweep(args) -> int:
             pick_device(device.strip())
         except (ConfigError, RuntimeError, ValueError) as e:
             raise ConfigError(f"--devices: {one_line(e)}") from None
-    runs = sweep.plan(sweep.read_spec(args.spec), args.data, args.out, sweep.parse_overrides(args.set))
+    runs = sweep.plan(sweep.read_spec(args.spec), args.data, args.out, parse_overrides(args.set))
     if args.dry_run:
         for run in runs:
             print(f"{run.status()['status']:>10}  {run.folder}")
@@ -373,7 +377,8 @@ def run_calibrate(args) -> int:
     from .errors import DataError
     from .paths import DEFAULT_WEIGHTS
     from .runtime import check_outputs
-    from .weights import TEMPERATURE_RANGE, load_model
+    from .inference import load_engine
+    from .spec import TEMPERATURE_RANGE
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
     if args.out is None and not args.force:  # the shipped weights are tracked files: never rewritten by default
         raise DataError(f"calibrate writes the temperature into a weights file: give --out for a calibrated copy, "
@@ -386,11 +391,11 @@ def run_calibrate(args) -> int:
         from .charts import check_chart_path
         check_chart_path(args.chart)
     check_outputs({"--chart": args.chart, "--out": args.out}, [path, args.data])
-    model = load_model(path)
-    split = args.split or model.fer_metadata["val_split"]  # where the model was chosen, not where it is judged
+    model = load_engine(path, "torch")
+    split = args.split or model.metadata["val_split"]  # where the model was chosen, not where it is judged
     if split not in SPLITS:
         raise DataError(f"{path} was chosen on {split!r}, a part of its training faces: give --split")
-    selection = load_split(args.data, split, face=model.fer_config.face).in_classes(model.fer_classes)
+    selection = load_split(args.data, split, face=model.spec.face).in_classes(model.spec.classes)
     name = split_name(split)
     if len(selection) < MIN_CALIBRATION_FACES:
         raise DataError(f"{len(selection)} {name} faces are too few to fit a temperature on (at least "
@@ -402,7 +407,7 @@ def run_calibrate(args) -> int:
                         f"[{low}, {high}]: the model's confidence cannot be trusted on them; {path} is unchanged")
     result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": split}
     if args.report:
-        faces = load_split(args.data, args.report, face=model.fer_config.face).in_classes(model.fer_classes)
+        faces = load_split(args.data, args.report, face=model.spec.face).in_classes(model.spec.classes)
         before = log_probs_of(model, faces.images)
         probs_before, probs_after = before.softmax(1), (before / temperature).softmax(1)
         result.update({f"{args.report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),
@@ -430,10 +435,10 @@ def run_predict(args) -> int:
     if args.explain or args.explain_class or args.explain_layer:
         from .errors import FerError
         from .explain import Explainer
-        from .weights import load_model
+        from .inference import load_engine
         if args.out is None:
             raise FerError("--explain writes its heat maps beside the annotated copies: give --out")
-        explainer = Explainer([load_model(p) for p in weights_of(args)], args.explain_class,
+        explainer = Explainer([load_engine(p, "torch") for p in weights_of(args)], args.explain_class,
                               args.explain_layer)
     models = load_engines(args)
     results, failed = [], 0

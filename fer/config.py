@@ -19,14 +19,15 @@ from dataclasses import dataclass, field, fields
 
 from .augment import AugmentConfig
 from .errors import ConfigError
-from .model import DEFAULT_DROPOUT, NORMS, STEMS, ModelConfig, known_arch
+from .model import NORMS, STEMS, ModelConfig, default_dropout, known_arch
 from .preprocess import IMAGE_SIZE, SIZE_RANGE
 from .runtime import pick_device
 
 # Settings that may differ between a run and its --resume: they change when or where it runs, or what it
 # keeps, not what it learns. The first seven are the ones a user changes on purpose (the messages name them);
 # out, resume and force are how the run is found and continued.
-RESUMABLE = ("epochs", "time_budget", "data", "device", "compile", "progress", "snapshots", "out", "resume", "force")
+RESUMABLE = ("epochs", "time_budget", "data", "device", "compile", "progress", "snapshots", "out", "resume", "force",
+             "recipe")
 
 AUGMENT_PREFIX = "augment_"  # argparse destinations of the augmentation options
 
@@ -36,7 +37,7 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 # How a stored config of version v becomes one of version v + 1: fields renamed, and fields added in v + 1
 # whose default is what version v did. Version 1 is every config written before configs had a version (the
 # shipped weights' own): its network was called "model"; amp (bf16 autocast where fast, always on before
@@ -50,7 +51,9 @@ UPGRADES = {1: {"renamed": {"model": "arch"},
             3: {"renamed": {}, "added": ("image_size", "channels", "snapshots")},
             # 5: augmentation's corrupt_prob, mixup_alpha and cutmix_alpha (fer.augment.AugmentConfig fills
             # them with their defaults, off, in a stored config that lacks them).
-            4: {"renamed": {}, "added": ()}}
+            4: {"renamed": {}, "added": ()},
+            # 6: the recipe file a run started from (fer.recipes), a record (None: settings given one by one).
+            5: {"renamed": {}, "added": ("recipe",)}}
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
@@ -61,13 +64,16 @@ def setting(default, help: str, kind=None, check=None, choices=None, flags=(), c
 
 @dataclass
 class TrainConfig:
+    recipe: str | None = setting(None, "start from this recipe: a name (flagship: recipes/flagship.toml) or a TOML "
+                                 "file of settings; the options given change its values", kind=str)
     data: str | None = setting(None, "folder, zip or CSV (default: $FER_DATA, then dataset_1/)", kind=str)
     arch: str = setting("resnet50_dropout", "the network: resnet50, resnet50_dropout, or any torchvision "
                         "classification model by name (resnet18, convnext_tiny, efficientnet_b0, ...)",
                         check=(known_arch, "resnet50, resnet50_dropout or a torchvision classification model"),
                         flags=("--model",))
-    dropout: float | None = setting(None, "p after every activation (resnet50_dropout; default "
-                                    f"{DEFAULT_DROPOUT['resnet50_dropout']})", kind=float, check=FRACTION)
+    dropout: float | None = setting(None, "p after every activation, where the network offers it "
+                                    f"(resnet50_dropout; default {default_dropout('resnet50_dropout')})",
+                                    kind=float, check=FRACTION)
     head_dropout: float = setting(0.0, "dropout before the classifier", check=FRACTION)
     stem: str = setting("imagenet", "how a ResNet reads the face (see fer/model.py)", choices=STEMS)
     norm: str = setting("batch", "group: GroupNorm instead of BatchNorm (ResNets)", choices=NORMS)
@@ -149,7 +155,7 @@ class TrainConfig:
         return self
 
     def model_config(self) -> ModelConfig:
-        dropout = DEFAULT_DROPOUT.get(self.arch, 0.0) if self.dropout is None else self.dropout
+        dropout = default_dropout(self.arch) if self.dropout is None else self.dropout
         return ModelConfig(arch=self.arch, dropout=dropout, head_dropout=self.head_dropout, stem=self.stem,
                            norm=self.norm, image_size=self.image_size, channels=self.channels)
 
@@ -267,10 +273,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, set[str]]:
-    """The TrainConfig of parsed `train` options, and the names of the settings given explicitly."""
+    """The TrainConfig of parsed `train` options (a recipe's settings, then the options given, then `--set`),
+    and the names of the settings given explicitly (on --resume they must match the stored ones)."""
+    from .recipes import parse_overrides, read_recipe
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    augmentation = {f.name: getattr(args, AUGMENT_PREFIX + f.name) for f in fields(AugmentConfig)
-                    if hasattr(args, AUGMENT_PREFIX + f.name)}
-    if augmentation:  # the options given change the defaults; on --resume they must match the stored ones
-        given["augment"] = AugmentConfig(**augmentation)
-    return TrainConfig(**given), set(given)
+    given.update({f.name: getattr(args, AUGMENT_PREFIX + f.name) for f in fields(AugmentConfig)
+                  if hasattr(args, AUGMENT_PREFIX + f.name)})
+    given.update(parse_overrides(getattr(args, "set", None)))
+    settings = {**(read_recipe(given["recipe"]) if given.get("recipe") else {}), **given}
+    augment_names = {f.name for f in fields(AugmentConfig)}
+    explicit = {"augment" if k in augment_names else k for k in settings}
+    return TrainConfig.from_settings(**settings), explicit

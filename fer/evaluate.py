@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from .datasets import FaceSet
 from .calibrate import expected_calibration_error
 from .inference import classes_of, predict_probs
-from .preprocess import CLASSES
 
 
-def metrics(probs: torch.Tensor, labels: torch.Tensor, classes=CLASSES) -> dict:
+def metrics(probs: torch.Tensor, labels: torch.Tensor, classes) -> dict:
     """Accuracy, loss, calibration error, per-class recall and confusion matrix (rows: true class, columns:
     predicted)."""
     predicted = probs.argmax(1)

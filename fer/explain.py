@@ -29,16 +29,27 @@ import torch.nn.functional as F
 
 from .detect import Face, crop_to_photo
 from .errors import ConfigError
-from .preprocess import normalize
-from .weights import classes_of_model, face_of_model
+from .preprocess import FaceFormat, normalize
+from .spec import ModelSpec
 
 LAYERS = ("layer4", "layer3", "layer2")  # a ResNet's stages that --explain-layer names most often
 MIN_GRID = 6
 
 
-def stage_grids(model: torch.nn.Module, size: int | None = None) -> dict[str, int]:
+def torch_network(model) -> tuple[torch.nn.Module, ModelSpec]:
+    """The PyTorch network and spec of an engine or a loaded model (fer.load) on the torch engine: Grad-CAM
+    needs the network's gradients, which ONNX Runtime does not give."""
+    from .inference import engines_of
+    engines = engines_of(model)
+    if len(engines) != 1 or not hasattr(engines[0], "model"):
+        raise ConfigError("Grad-CAM reads one PyTorch network: load it with engine 'torch' "
+                          "(fer.load(weights, engine='torch') or fer.inference.load_engine(weights, 'torch'))")
+    return engines[0].model, engines[0].spec
+
+
+def stage_grids(model: torch.nn.Module, face: FaceFormat, size: int | None = None) -> dict[str, int]:
     """The network's stages and the side of each one's output grid for a face of `size` pixels (None: the
-    model's own, 48 for FER-2013's), deepest first. A stage is the last module, among the model's children and
+    face format's own), deepest first. A stage is the last module, among the model's children and
     grandchildren, to output a grid of a given side (> 1): a ResNet's layer4, layer3, layer2, layer1 (and its
     stem's relu), features.N of torchvision's other networks; found by a forward pass, so any architecture has
     them."""
@@ -52,7 +63,6 @@ def stage_grids(model: torch.nn.Module, size: int | None = None) -> dict[str, in
     was_training = model.training
     try:
         with torch.inference_mode():
-            face = face_of_model(model)
             model.eval()(torch.zeros(1, face.channels, size or face.size, size or face.size,
                                      device=next(model.parameters()).device))
     finally:
@@ -67,9 +77,9 @@ def stage_grids(model: torch.nn.Module, size: int | None = None) -> dict[str, in
 STRIDE_PROBE = 64
 
 
-def stage_strides(model: torch.nn.Module) -> dict[str, int]:
+def stage_strides(model: torch.nn.Module, face: FaceFormat) -> dict[str, int]:
     """Each stage's total stride in input pixels, measured: from the side of its grid on a 64-px input."""
-    return {name: STRIDE_PROBE // grid for name, grid in stage_grids(model, STRIDE_PROBE).items()}
+    return {name: STRIDE_PROBE // grid for name, grid in stage_grids(model, face, STRIDE_PROBE).items()}
 
 
 def upsample_to_crop(cams: torch.Tensor, stride: int, size: int) -> torch.Tensor:
@@ -82,25 +92,25 @@ def upsample_to_crop(cams: torch.Tensor, stride: int, size: int) -> torch.Tensor
     return F.pad(cams, (0, size - span, 0, size - span), mode="replicate")[:, 0]
 
 
-def default_layer(model: torch.nn.Module) -> str:
+def default_layer(model: torch.nn.Module, face: FaceFormat) -> str:
     """The deepest stage whose grid is at least MIN_GRID x MIN_GRID (see the module's docstring)."""
-    grids = stage_grids(model)
+    grids = stage_grids(model, face)
     return next((name for name, side in grids.items() if side >= MIN_GRID), list(grids)[-1])
 
 
-def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str | None = None,
+def grad_cam(engine, images_u8: torch.Tensor, target: int | str | None = None,
              layer: str | None = None, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Heat maps N x H x W in [0, 1] (the crops' size; each scaled by its own maximum) and the probabilities
-    N x classes.
+    N x classes, for a PyTorch engine (fer.inference.TorchEngine, or fer.load(..., engine="torch")).
 
     target: a class (index or name) for every crop, one per crop (a sequence), or None for each crop's
-    predicted class. layer: one of stage_grids(model) (a ResNet's layer4, layer3, layer2, ...); None:
-    default_layer(model).
+    predicted class. layer: one of stage_grids (a ResNet's layer4, layer3, layer2, ...); None: default_layer.
     """
-    classes = classes_of_model(model)
+    model, spec = torch_network(engine)
+    classes = spec.classes
     targets = _targets(target, len(images_u8), classes)
-    layer = layer or default_layer(model)
-    strides = stage_strides(model)
+    layer = layer or default_layer(model, spec.face)
+    strides = stage_strides(model, spec.face)
     if layer not in strides:
         raise ConfigError(f"unknown layer '{layer}' (this network's stages: {', '.join(strides)})")
     was_training = model.training
@@ -131,7 +141,7 @@ def grad_cam(model: torch.nn.Module, images_u8: torch.Tensor, target: int | str 
     finally:
         model.train(was_training)
     if not maps:
-        side = face_of_model(model).size
+        side = spec.face.size
         return np.zeros((0, side, side), np.float32), np.zeros((0, len(classes)), np.float32)
     return np.concatenate(maps).astype(np.float32), np.concatenate(probs)
 
@@ -154,17 +164,17 @@ class Explainer:
     the class the prediction gave it or of one class asked for."""
 
     def __init__(self, models, target: str | None = None, layer: str | None = None):
-        self.models = list(models) if isinstance(models, (list, tuple)) else [models]
+        """models: PyTorch engines (fer.inference.load_engine(path, "torch")), one or an ensemble's."""
+        from .inference import engines_of
+        self.models = engines_of(models)
         self.target, self.layer = target, layer
-        for model in self.models if target is not None else []:  # refused before any photo is read
-            if target not in classes_of_model(model):
+        for network, spec in map(torch_network, self.models):  # refused before any photo is read
+            if target is not None and target not in spec.classes:
                 raise ConfigError(f"--explain-class {target!r} is not one of the model's classes "
-                                  f"({', '.join(classes_of_model(model))})")
-        for model in self.models if layer is not None else []:
-            if layer not in stage_grids(model):
-                arch = getattr(getattr(model, "fer_config", None), "arch", "the network")
-                raise ConfigError(f"--explain-layer {layer!r} is not a stage of {arch} "
-                                  f"(its stages: {', '.join(stage_grids(model))})")
+                                  f"({', '.join(spec.classes)})")
+            if layer is not None and layer not in stage_grids(network, spec.face):
+                raise ConfigError(f"--explain-layer {layer!r} is not a stage of {spec.arch} "
+                                  f"(its stages: {', '.join(stage_grids(network, spec.face))})")
 
     def face_maps(self, image, result: dict) -> list[dict]:
         """Per face of `result` (fer.photos.predict_image's): its crop, heat map and the class explained."""

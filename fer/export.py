@@ -25,10 +25,9 @@ import torch
 from .datasets import load_split, splits_of
 from .errors import WeightsError, one_line, quote
 from .paths import DEFAULT_WEIGHTS, cache_dir
-from .model import ModelConfig
 from .preprocess import FaceFormat, normalize
 from .runtime import atomic_write, check_outputs
-from .weights import load_model, read_metadata
+from .weights import load_network, read_metadata, read_spec
 
 ONNX_FORMAT = "fer-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
@@ -66,17 +65,18 @@ def export_onnx(weights=None, out=None) -> Path:
     weights = Path(weights or DEFAULT_WEIGHTS)
     out = Path(out) if out else float_onnx_path(weights)
     check_outputs({"--out": out}, [weights])
-    model = load_model(weights)
-    example = torch.randn(2, *model.fer_config.face.input_size)
+    model, spec = load_network(weights)
+    example = torch.randn(2, *spec.face.input_size)
     with warnings.catch_warnings(), atomic_write(out) as tmp:
         warnings.simplefilter("ignore")
+        # dynamic_shapes by position: a network's forward may call its input anything (nn.Sequential: input)
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                    output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},),
                                     external_data=False, verbose=False)
         proto = program.model_proto
         _set_metadata(proto, weights, "float32")
         onnx.save(proto, str(tmp))
-        _check_against_torch(tmp, model)
+        _check_against_torch(tmp, model, spec, weights)
     return out
 
 
@@ -93,7 +93,7 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
     source = float_onnx_path(weights)
     if not onnx_matches(source, weights):
         export_onnx(weights, source)
-    face = ModelConfig.from_dict(read_metadata(weights)["config"]).face
+    face = read_spec(weights).face
     split = "train" if "train" in splits_of(data, face=face) else "all"
     calibration = normalize(load_split(data, split, face=face).subset(crops, seed=0).images).contiguous().numpy()
 
@@ -126,16 +126,16 @@ def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
     onnx.helper.set_model_props(proto, {key: str(value) for key, value in values.items()})  # replaces any there
 
 
-def _check_against_torch(path: Path, model) -> None:
+def _check_against_torch(path: Path, model, spec, weights) -> None:
     """The exported graph must give PyTorch's logits (float32) on a random batch."""
     import onnxruntime as ort
-    x = torch.randn(8, *model.fer_config.face.input_size)
+    x = torch.randn(8, *spec.face.input_size)
     with torch.inference_mode():
         expected = model(x).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {INPUT_NAME: x.numpy()})[0]
     if not np.allclose(got, expected, atol=1e-3, rtol=1e-3):
-        raise WeightsError(f"the ONNX export of {quote(model.fer_path)} differs from PyTorch "
+        raise WeightsError(f"the ONNX export of {quote(weights)} differs from PyTorch "
                            f"(max {np.abs(got - expected).max():.2e})")
 
 

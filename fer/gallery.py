@@ -25,9 +25,7 @@ from .images import PHOTO_SUFFIXES, open_image
 from .inference import classes_of, load_engine
 from .paths import DEFAULT_WEIGHTS, PHOTOS_DIR, TRAINED_MODELS_DIR
 from .photos import NO_FACE_NOTE, WHOLE_IMAGE_NOTE, draw_labels, predict_image
-from .preprocess import CLASSES
 from .video import VideoConfig, analyze_video, emotion_shares
-from .weights import load_model
 
 MAX_UPLOAD_BYTES = 20_000_000
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".webm", ".mkv")
@@ -95,8 +93,8 @@ class Gallery:
         default = DEFAULT_WEIGHTS.name
         self.model_picker = widgets.Dropdown(options=options, description="model",
                                              value=default if default in options else (options or [None])[0])
-        self.map_picker = widgets.Dropdown(options=[PREDICTED, *CLASSES, NO_MAP], value=PREDICTED,
-                                           description="heat map")
+        # the model's classes join these once it is loaded (_offer_classes), as the shipped photos are labelled
+        self.map_picker = widgets.Dropdown(options=[PREDICTED, NO_MAP], value=PREDICTED, description="heat map")
         self.upload = widgets.FileUpload(accept="image/*,video/*", multiple=True, description="Upload photos or videos")
         self.status = widgets.HTML()
         self.summary = widgets.HTML()  # a live table of the cards, for the notebook's last cell
@@ -127,7 +125,7 @@ class Gallery:
             return None
         choice = self.model_picker.value
         if choice not in self._torch_models:  # Grad-CAM needs the PyTorch model behind the engine
-            self._torch_models[choice] = [load_model(p) for p in self._paths()]
+            self._torch_models[choice] = [load_engine(p, "torch") for p in self._paths()]
         target = None if self.map_picker.value == PREDICTED else self.map_picker.value
         return Explainer(self._torch_models[choice], target)
 

@@ -1,8 +1,9 @@
 """Class probabilities for face crops: one place for the normalization, test-time augmentation, the
 temperature and ensembling; only the forward pass differs between engines.
 
-An engine turns a normalized batch N x C x H x W (float32, CPU; 1 x 48 x 48 for FER-2013's models, the
-model's FaceFormat in general) into logits N x classes (float32, CPU):
+An engine carries its model's spec (`engine.spec`, fer.spec.ModelSpec: classes, face format, temperature)
+and turns a normalized batch N x C x H x W (float32, CPU; the spec's face format) into logits N x classes
+(float32, CPU):
   torch      the PyTorch model (on its device, bf16 autocast where the hardware runs it fast)
   onnx       ONNX Runtime, float32 (exported into the cache on first use, fer.export)
   onnx-int8  ONNX Runtime, int8 (NAME.int8.onnx beside the weights; `python -m fer export --int8`)
@@ -18,10 +19,10 @@ import torch.nn.functional as F
 
 from .errors import WeightsError, quote
 from .paths import DEFAULT_WEIGHTS
-from .model import ModelConfig
-from .preprocess import CLASSES, IMAGE_SIZE, FaceFormat, normalize
+from .preprocess import IMAGE_SIZE, FaceFormat, normalize
 from .runtime import autocast_for
-from .weights import classes_of_model, face_of_model, load_model, read_metadata, temperature_of
+from .spec import ModelSpec, common_spec
+from .weights import load_network, read_metadata
 
 # Test-time augmentation: the face, shifted by 3 px (of 48; as much of a larger face) in four directions, each
 # also mirrored (10 views).
@@ -29,17 +30,34 @@ TTA_SHIFTS = ((0, 0), (3, 0), (-3, 0), (0, 3), (0, -3))
 ENGINES = ("auto", "torch", "onnx", "onnx-int8")
 
 
-class TorchEngine:
-    """A PyTorch model as an engine."""
+class Engine:
+    """What every engine has: a name, its model's spec, and logits(x); classes, face and temperature are the
+    spec's."""
+    name: str
+    spec: ModelSpec
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    @property
+    def face(self) -> FaceFormat:
+        return self.spec.face
+
+    @property
+    def temperature(self) -> float:
+        return self.spec.temperature
+
+
+class TorchEngine(Engine):
+    """A PyTorch network and its spec as an engine; metadata: its weights file's, when it has one."""
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, metadata: dict | None = None):
+        if not isinstance(spec, ModelSpec):
+            raise TypeError(f"TorchEngine(model, spec) takes the network's ModelSpec, not {type(spec).__name__}")
+        self.model, self.spec, self.metadata = model.eval(), spec, metadata or {}
         self.device = next(model.parameters()).device
-        self.metadata = getattr(model, "fer_metadata", {})
-        self.classes = classes_of_model(model)
-        self.face = face_of_model(model)
-        self.temperature = temperature_of(model)
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +68,7 @@ class TorchEngine:
             return self.model(x).float().cpu()
 
 
-class OnnxEngine:
+class OnnxEngine(Engine):
     """An ONNX file made from a weights file, run by ONNX Runtime on the CPU."""
 
     def __init__(self, onnx_path, weights, name: str = "onnx"):
@@ -59,9 +77,7 @@ class OnnxEngine:
         self.onnx_metadata = check_onnx(onnx_path, weights)
         self.name, self.path, self.input_name = name, Path(onnx_path), INPUT_NAME
         self.metadata = read_metadata(weights)  # the temperature is the weights' own, as calibrated now
-        self.classes = tuple(self.metadata["classes"])
-        self.face = ModelConfig.from_dict(self.metadata["config"]).face
-        self.temperature = float(self.metadata.get("temperature", 1.0))
+        self.spec = ModelSpec.from_metadata(self.metadata)
         try:
             self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own kinds for broken graphs
@@ -83,7 +99,7 @@ def load_engine(weights=None, engine: str = "auto", device="cpu"):
         except WeightsError:  # no int8 model made from these weights: PyTorch (which names a bad weights file)
             engine = "torch"
     if engine == "torch":
-        return TorchEngine(load_model(weights, device))
+        return TorchEngine(*load_network(weights, device), read_metadata(weights))
     if engine == "onnx":
         path = float_onnx_path(weights)
         try:
@@ -98,45 +114,57 @@ def load_engine(weights=None, engine: str = "auto", device="cpu"):
 
 
 def as_engine(model):
-    """An engine for a model or an engine (anything with .logits)."""
-    return model if hasattr(model, "logits") else TorchEngine(model)
+    """An engine (anything with .logits and .spec) as it is; TypeError for a bare network, which carries no
+    classes or face format (wrap it: TorchEngine(model, spec))."""
+    if hasattr(model, "logits") and hasattr(model, "spec"):
+        return model
+    if isinstance(model, torch.nn.Module):
+        raise TypeError("a bare network carries no spec (classes, face format): load it with fer.load() or "
+                        "fer.weights.load_network(), or wrap it as fer.inference.TorchEngine(model, spec)")
+    raise TypeError(f"not a model, an engine or a weights path: {type(model).__name__}")
 
 
 def engines_of(models) -> list:
-    """A model, an engine or a list of them (an ensemble), as a list of engines."""
-    return [as_engine(m) for m in (models if isinstance(models, (list, tuple)) else [models])]
+    """An engine, a loaded model (fer.load) or a list of them (an ensemble), as a list of engines."""
+    if hasattr(models, "engines"):
+        return list(models.engines)
+    if isinstance(models, (list, tuple)):
+        return [e for m in models for e in engines_of(m)]
+    return [as_engine(models)]
 
 
-def load_engines(models=None, engine: str = "auto") -> list:
-    """An engine per member of `models`: a model or an engine as it is; a weights path, or an ensemble list
-    (NAME.txt, fer.ensemble), loaded with `engine`; None (alone or in a list), the shipped model."""
+def load_engines(models=None, engine: str = "auto", device="cpu") -> list:
+    """An engine per member of `models`: an engine or a loaded model (fer.load) as it is; a weights path, or an
+    ensemble list (NAME.txt, fer.ensemble), loaded with `engine`; None (alone or in a list), the shipped model."""
     from .ensemble import expand_weights
     engines = []
     for item in models if isinstance(models, (list, tuple)) else [models]:
         if item is None or isinstance(item, (str, os.PathLike)):
-            engines += [load_engine(p, engine) for p in (expand_weights([item]) if item is not None else [None])]
+            engines += [load_engine(p, engine, device)
+                        for p in (expand_weights([item]) if item is not None else [None])]
         else:
-            engines.append(as_engine(item))
+            engines += engines_of(item)
     return engines
+
+
+def spec_of(models) -> ModelSpec:
+    """The spec shared by a model, an engine or an ensemble's members (the first member's, checked to read the
+    same faces into the same classes); WeightsError when they differ."""
+    try:
+        return common_spec(e.spec for e in engines_of(models))
+    except ValueError as e:
+        raise WeightsError(str(e)) from None
 
 
 def classes_of(models) -> tuple[str, ...]:
     """The classes of a model, an engine or an ensemble; WeightsError when an ensemble's members disagree."""
-    members = engines_of(models)
-    classes = {tuple(getattr(m, "classes", CLASSES)) for m in members}  # an engine of one's own: FER-2013's
-    if len(classes) > 1:
-        raise WeightsError(f"an ensemble's members must have the same classes: {' vs '.join(map(str, classes))}")
-    return classes.pop()
+    return spec_of(models).classes
 
 
 def face_of(models) -> FaceFormat:
     """The face crops a model, an engine or an ensemble reads; WeightsError when an ensemble's members read
     different ones."""
-    members = engines_of(models)
-    faces = {getattr(m, "face", FaceFormat()) for m in members}
-    if len(faces) > 1:
-        raise WeightsError(f"an ensemble's members must read the same faces: {' vs '.join(map(str, faces))}")
-    return faces.pop()
+    return spec_of(models).face
 
 
 def _shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -166,11 +194,10 @@ def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size
     temperature: divides the logits; None uses each member's own (from its metadata, 1 if uncalibrated).
     """
     members = engines_of(models)
-    classes_of(members)  # an ensemble averages like with like
-    face = face_of(members)
+    face = face_of(members)  # an ensemble averages like with like
     if tuple(images_u8.shape[1:]) != face.shape:
         raise ValueError(f"face crops of shape {tuple(images_u8.shape[1:])} for a model that reads {face} "
-                         f"({face.shape}): read the data with the model's format (fer.weights.face_of_model)")
+                         f"({face.shape}): read the data with the model's format (engine.spec.face)")
     views = tta_views(tta, face.size)
     out = []
     for start in range(0, len(images_u8), batch_size):
@@ -181,7 +208,7 @@ def predict_probs(models, images_u8: torch.Tensor, tta: bool = False, batch_size
             if flip:
                 view = view.flip(-1)
             for member in members:
-                t = member.temperature if temperature is None else temperature
+                t = member.spec.temperature if temperature is None else temperature
                 probs = probs + F.softmax(member.logits(view.contiguous()) / t, dim=1)
         if not torch.isfinite(probs).all():  # finite but absurd weights (a negative variance, huge logits)
             raise WeightsError(f"the model gave non-finite scores (NaN or infinity) for "

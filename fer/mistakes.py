@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import CLASSES
 
-
-def confident_errors(probs: np.ndarray, labels: np.ndarray, per_class: int = 5, classes=CLASSES) -> dict[str, np.ndarray]:
+def confident_errors(probs: np.ndarray, labels: np.ndarray, classes, per_class: int = 5) -> dict[str, np.ndarray]:
     """For each true class, the indices of its wrongly labelled faces, most confident wrong answer first."""
     predicted, confidence = probs.argmax(1), probs.max(1)
     found = {}
@@ -17,7 +15,7 @@ def confident_errors(probs: np.ndarray, labels: np.ndarray, per_class: int = 5, 
     return found
 
 
-def confused_pairs(probs: np.ndarray, labels: np.ndarray, top: int = 6, classes=CLASSES) -> list[dict]:
+def confused_pairs(probs: np.ndarray, labels: np.ndarray, classes, top: int = 6) -> list[dict]:
     """The (true, predicted) pairs with the most faces, with the share of the true class they take."""
     predicted = probs.argmax(1)
     k = len(classes)
@@ -29,14 +27,14 @@ def confused_pairs(probs: np.ndarray, labels: np.ndarray, top: int = 6, classes=
     return sorted(pairs, key=lambda pair: -pair["faces"])[:top]
 
 
-def pair_examples(probs: np.ndarray, labels: np.ndarray, true: str, predicted: str, n: int = 4,
-                  classes=CLASSES) -> np.ndarray:
+def pair_examples(probs: np.ndarray, labels: np.ndarray, true: str, predicted: str, classes,
+                  n: int = 4) -> np.ndarray:
     """The faces of class `true` labelled `predicted`, most confident first."""
     t, p = classes.index(true), classes.index(predicted)
     chosen = np.flatnonzero((labels == t) & (probs.argmax(1) == p))
     return chosen[np.argsort(-probs[chosen, p])][:n]
 
 
-def mean_maps(cams: np.ndarray, given: np.ndarray, classes=CLASSES) -> dict[str, np.ndarray]:
+def mean_maps(cams: np.ndarray, given: np.ndarray, classes) -> dict[str, np.ndarray]:
     """The mean heat map of the faces given each class (given: one class index per face)."""
     return {name: cams[given == i].mean(0) for i, name in enumerate(classes) if (given == i).any()}

@@ -1,12 +1,15 @@
-"""The networks: torchvision's classification models reading a face (48 x 48 gray for FER-2013, or any
+"""The networks: backbones in a registry, each reading a face (48 x 48 gray for FER-2013, or any
 `fer.preprocess.FaceFormat`) into its classes (FER-2013's 7, or a data set's own).
 
-The flagship is ResNet50: `resnet50` is the plain network; `resnet50_dropout` puts Dropout(p) after every
-activation, as the first version of this project did. Any other torchvision classification model trains by
-its name (`torchvision.models.list_models()`: resnet18, convnext_tiny, efficientnet_b0, mobilenet_v3_large,
-...): built by `torchvision.models.get_model`, its first convolution made to read the face's channels (one for
-gray, three for RGB), its last linear layer given the classes. `head_dropout` adds dropout before the classifier
-of any of them.
+A backbone is a name and a builder (`@register("name")`, as timm's `register_model`): the builder makes the
+network for a `ModelConfig` (its classes, its face format, its options). The flagship is ResNet50: `resnet50`
+is the plain network; `resnet50_dropout` is the same ResNet50 with the `dropout` option, Dropout(p) after every
+activation, as the first version of this project did. Any other torchvision classification model trains by its
+name (`torchvision.models.list_models()`: resnet18, convnext_tiny, efficientnet_b0, mobilenet_v3_large, ...)
+without registering: built by `torchvision.models.get_model`, its first convolution made to read the face's
+channels (one for gray, three for RGB), its last linear layer given the classes. `head_dropout` adds dropout
+before the classifier of any of them. A new backbone is one registered builder (tests/test_registry.py shows
+one) and a recipe file naming it.
 """
 from __future__ import annotations
 
@@ -15,47 +18,72 @@ import difflib
 import functools
 import numbers
 from dataclasses import asdict, dataclass, fields
+from typing import Callable
 
 import torch
 import torchvision
 from torch import nn
 
 from .errors import ConfigError
-from .preprocess import CLASSES, IMAGE_SIZE, FaceFormat
+from .preprocess import IMAGE_SIZE, FaceFormat
 
-ARCHS = ("resnet50", "resnet50_dropout")  # the flagship; any name of torchvision_archs() trains as well
 # How a ResNet reads a 48-px face before layer1, and the size layer1 sees (other networks keep their own):
 #   imagenet   7x7 stride-2 conv + max-pool (torchvision's own): 12 x 12, cheapest
 #   no_maxpool 7x7 stride-2 conv:                                 24 x 24, ~4x the compute
 #   cifar      3x3 stride-1 conv, no max-pool:                    48 x 48, ~16x the compute
 STEMS = ("imagenet", "no_maxpool", "cifar")
 NORMS = ("batch", "group")
-# p = 0.05: after all 49 activations, 0.1 slows the first epochs of a CPU-sized run too much (a choice, not
-# yet an ablation; see the README's results).
-DEFAULT_DROPOUT = {"resnet50": 0.0, "resnet50_dropout": 0.05}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registered network: its builder, and which of ModelConfig's options it takes.
+
+    resnet: the ResNet options apply (stem, norm, zero-initialized residual branches).
+    dropout: the default p of Dropout after every activation; None when the backbone does not offer it.
+    """
+    name: str
+    build: Callable[["ModelConfig"], nn.Module]
+    resnet: bool = False
+    dropout: float | None = None
+
+
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register(name: str, resnet: bool = False, dropout: float | None = None):
+    """Decorator: `builder(cfg) -> nn.Module` becomes the backbone `name` (the network for cfg's classes and
+    face format; build_model adds the head dropout)."""
+    def decorate(builder):
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered already")
+        BACKBONES[name] = Backbone(name, builder, resnet, dropout)
+        return builder
+    return decorate
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; stored in the weights' metadata and in checkpoints."""
-    arch: str = "resnet50_dropout"
-    dropout: float = 0.05         # after every activation; resnet50_dropout only
+    arch: str = "resnet50_dropout"  # a registered backbone, or any torchvision classification model
+    dropout: float = 0.05         # after every activation, where the backbone offers it (resnet50_dropout)
     head_dropout: float = 0.0     # before the final linear layer
     stem: str = "imagenet"
     norm: str = "batch"           # batch (BatchNorm), or group (GroupNorm, 32 groups)
-    num_classes: int = len(CLASSES)
+    num_classes: int = 7          # FER-2013's seven; a model's own classes come from its data
     image_size: int = IMAGE_SIZE  # pixels, square
     channels: int = 1             # 1 gray, 3 RGB
 
     def __post_init__(self):
         if not known_arch(self.arch):
-            close = difflib.get_close_matches(str(self.arch), (*ARCHS, *torchvision_archs()), 3)
-            raise ConfigError(f"unknown arch {self.arch!r}: resnet50, resnet50_dropout or a torchvision "
+            close = difflib.get_close_matches(str(self.arch), (*BACKBONES, *torchvision_archs()), 3)
+            raise ConfigError(f"unknown arch {self.arch!r}: {', '.join(BACKBONES)} or a torchvision "
                               f"classification model" + (f" (did you mean {', '.join(close)}?)" if close else ""))
         for name, allowed in (("stem", STEMS), ("norm", NORMS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r} (expected one of {', '.join(allowed)})")
-        if not is_resnet(self.arch):
+        net = backbone(self.arch)
+        if not net.resnet:
             if self.stem != "imagenet":
                 raise ConfigError(f"stem {self.stem!r} is a ResNet stem; {self.arch} keeps its own (stem imagenet)")
             if self.norm != "batch":
@@ -64,8 +92,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
                 raise ConfigError(f"{name} must be a number in [0, 1), not {value!r}")
-        if self.arch != "resnet50_dropout" and self.dropout:
-            raise ConfigError(f"dropout after every activation is the resnet50_dropout model; "
+        if net.dropout is None and self.dropout:
+            offered = [b.name for b in BACKBONES.values() if b.dropout is not None]
+            raise ConfigError(f"dropout after every activation is offered by {', '.join(offered)}; "
                               f"use head_dropout for {self.arch}")
         if type(self.num_classes) is not int or not 2 <= self.num_classes <= 10_000:  # noqa: E721 - 7.0 is not 7
             raise ConfigError(f"num_classes must be a whole number from 2 to 10000, not {self.num_classes!r}")
@@ -97,23 +126,36 @@ def torchvision_archs() -> tuple[str, ...]:
 
 
 def known_arch(arch) -> bool:
-    return isinstance(arch, str) and (arch in ARCHS or arch in torchvision_archs())
+    return isinstance(arch, str) and (arch in BACKBONES or arch in torchvision_archs())
 
 
-def is_resnet(arch: str) -> bool:
-    """A torchvision ResNet (resnet18 ... wide_resnet101_2): the stems, GroupNorm and zero-init apply."""
-    name = "resnet50" if arch == "resnet50_dropout" else arch
-    return torchvision.models.get_model_builder(name).__module__ == "torchvision.models.resnet"
+def backbone(arch: str) -> Backbone:
+    """The registered backbone `arch`, or torchvision's network of that name as one."""
+    if arch in BACKBONES:
+        return BACKBONES[arch]
+    return _torchvision_backbone(arch)
+
+
+@functools.cache
+def _torchvision_backbone(name: str) -> Backbone:
+    resnet = torchvision.models.get_model_builder(name).__module__ == "torchvision.models.resnet"
+    return Backbone(name, functools.partial(torchvision_network, name), resnet=resnet)
+
+
+def default_dropout(arch: str) -> float:
+    """The p after every activation that `arch` gets unless told (0 where it offers none)."""
+    return backbone(arch).dropout or 0.0
 
 
 # torchvision's networks that return auxiliary classifiers' outputs beside the logits in training mode.
 AUX_LOGITS = ("googlenet", "inception_v3")
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    name = "resnet50" if cfg.arch == "resnet50_dropout" else cfg.arch
+def torchvision_network(name: str, cfg: ModelConfig) -> nn.Module:
+    """torchvision's network `name`, untrained, for cfg's classes and channels (and a ResNet's stem and norm)."""
     options = {"aux_logits": False, "init_weights": True} if name in AUX_LOGITS else {}
-    if is_resnet(name):
+    resnet = _torchvision_backbone(name).resnet
+    if resnet:
         # Zero the last norm of each residual branch so every block starts as the identity (Goyal et al. 2017):
         # deep nets trained from scratch in few epochs converge faster this way.
         options["zero_init_residual"] = True
@@ -121,17 +163,37 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             options["norm_layer"] = lambda channels: nn.GroupNorm(32, channels)
     model = torchvision.models.get_model(name, weights=None, num_classes=cfg.num_classes, **options)
     stem_name, stem = first_conv(model)
-    if is_resnet(name) and cfg.stem == "cifar":
+    if resnet and cfg.stem == "cifar":
         model.set_submodule(stem_name, nn.Conv2d(cfg.channels, stem.out_channels, kernel_size=3, stride=1,
                                                  padding=1, bias=False))
     elif cfg.channels != stem.in_channels:  # the same convolution, reading gray faces instead of RGB
         model.set_submodule(stem_name, nn.Conv2d(cfg.channels, stem.out_channels, stem.kernel_size, stem.stride,
                                                  stem.padding, stem.dilation, stem.groups, stem.bias is not None,
                                                  stem.padding_mode))
-    if is_resnet(name) and cfg.stem in ("no_maxpool", "cifar"):
+    if resnet and cfg.stem in ("no_maxpool", "cifar"):
         model.maxpool = nn.Identity()
-    if cfg.arch == "resnet50_dropout" and cfg.dropout > 0:
-        _dropout_after_activations(model, cfg.dropout)
+    return model
+
+
+@register("resnet50", resnet=True)
+def resnet50(cfg: ModelConfig) -> nn.Module:
+    return torchvision_network("resnet50", cfg)
+
+
+# p = 0.05: after all 49 activations, 0.1 slows the first epochs of a CPU-sized run too much (a choice, not
+# yet an ablation; see the README's results).
+@register("resnet50_dropout", resnet=True, dropout=0.05)
+def resnet50_dropout(cfg: ModelConfig) -> nn.Module:
+    """ResNet50 with Dropout(cfg.dropout) after every activation."""
+    model = torchvision_network("resnet50", cfg)
+    if cfg.dropout > 0:
+        dropout_after_activations(model, cfg.dropout)
+    return model
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The untrained network of a config: its backbone's, with dropout before the classifier if asked."""
+    model = backbone(cfg.arch).build(cfg)
     if cfg.head_dropout > 0:
         head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
         model.set_submodule(head_name, nn.Sequential(nn.Dropout(cfg.head_dropout), head))
@@ -165,7 +227,8 @@ def check_input_size(cfg: ModelConfig) -> None:
         raise ConfigError(f"{cfg.arch} cannot read a {cfg.image_size} x {cfg.image_size} face ({first[:160]})") from None
 
 
-def _dropout_after_activations(model: nn.Module, p: float) -> None:
+def dropout_after_activations(model: nn.Module, p: float) -> None:
+    """Dropout(p) after every ReLU module's every call."""
     # torchvision's Bottleneck calls its one `relu` module three times, so wrapping each ReLU module
     # puts dropout after all 49 activations of the network (the stem's and 3 in each of 16 blocks).
     for parent in list(model.modules()):

@@ -6,6 +6,7 @@ A spec is a TOML file (experiments/*.toml):
 
     name = "dropout"                  # the sweep's folder: runs/sweeps/dropout/
     seeds = [0, 1]                    # every run once per seed (default [0])
+    recipe = "flagship"               # optional: the runs start from recipes/flagship.toml (fer.recipes)
     [base]                            # what every run shares: TrainConfig fields (`python -m fer train
     subset = 4096                     # --help`), the augmentation's by their own names (erase_prob, flip, ...)
     epochs = 3
@@ -40,7 +41,6 @@ import re
 import subprocess
 import sys
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -52,6 +52,7 @@ from .config import TrainConfig
 from .datasets import resolve_data_source
 from .errors import ConfigError, FerError, one_line, quote
 from .paths import REPO_ROOT, runs_dir
+from .recipes import read_recipe, read_toml
 from .runtime import atomic_write
 from .charts import read_history
 from .train import paths_for
@@ -82,42 +83,20 @@ class Run:
 
 
 def read_spec(path) -> dict:
-    """The spec of a TOML file, checked for its keys; ConfigError in one line."""
-    path = Path(path)
-    try:
-        spec = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the sweep spec {quote(path)}: {one_line(e)}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"the sweep spec {quote(path)} is not TOML: {one_line(e)}") from None
-    except RecursionError:
-        raise ConfigError(f"the sweep spec {quote(path)} is nested too deeply to be a spec") from None
-    spec.setdefault("name", path.stem)
+    """The spec of a TOML file; ConfigError in one line."""
+    spec = read_toml(path, "sweep spec")
+    spec.setdefault("name", Path(path).stem)
     return spec
-
-
-def parse_overrides(pairs) -> dict:
-    """`--set NAME=VALUE` pairs as settings: VALUE read as a TOML value (2e-3, true, "cuda"), else as text."""
-    overrides = {}
-    for pair in pairs or []:
-        name, sep, text = pair.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--set takes NAME=VALUE, not {pair!r}")
-        try:
-            value = tomllib.loads(f"value = {text}")["value"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        overrides[name.strip()] = value
-    return overrides
 
 
 def plan(spec: dict, data=None, root=None, overrides: dict | None = None) -> list[Run]:
     """Every run of a spec, in order, with its complete config; ConfigError for a malformed spec or an
     unknown setting, of the wrong type or out of range in any run (all checked before the first run starts;
     the device where a run gets it). overrides: settings that replace the spec's base (`--set`)."""
-    unknown = sorted(spec.keys() - {"name", "seeds", "base", "grid", "run"})
+    unknown = sorted(spec.keys() - {"name", "seeds", "recipe", "base", "grid", "run"})
     if unknown:
-        raise ConfigError(f"the sweep spec has unknown key {unknown[0]!r} (expected name, seeds, base, grid, run)")
+        raise ConfigError(f"the sweep spec has unknown key {unknown[0]!r} (expected name, seeds, recipe, base, "
+                          f"grid, run)")
     name, seeds = spec["name"], spec.get("seeds", [0])
     base, grid, named = spec.get("base", {}), spec.get("grid", {}), spec.get("run", [{}])
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
@@ -138,6 +117,8 @@ def plan(spec: dict, data=None, root=None, overrides: dict | None = None) -> lis
     for table in (base, grid, *named, overrides or {}):
         if "seed" in table:
             raise ConfigError("give the seeds as seeds = [...], not as a setting")
+    if "recipe" in spec:  # the recipe's settings first, the spec's own over them
+        base = {**read_recipe(spec["recipe"]), **base, "recipe": str(spec["recipe"])}
     base = {**base, **(overrides or {})}
     if data is not None:
         base = {**base, "data": str(data)}

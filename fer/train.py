@@ -40,12 +40,14 @@ from .corruptions import corrupt_randomly
 from .datasets import FaceSet, load_split, resolve_data_source, split_name, splits_of
 from .errors import ConfigError, FerError, WeightsError, one_line, quote
 from .evaluate import evaluate
+from .inference import TorchEngine
 from .model import ModelConfig, build_model, check_input_size, load_state
 from .paths import runs_dir
 from .preprocess import normalize
 from .runtime import Dist, atomic_write, autocast_for, init_distributed, machine_description, \
     remove_stale_temp_files
-from .weights import is_number, load_model, read_metadata, save_weights
+from .spec import ModelSpec, is_number
+from .weights import load_network, read_metadata, save_weights
 
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_second")
 # History rows and weights written before the selection split was a setting call it PublicTest by name.
@@ -317,7 +319,7 @@ def adopt_network(cfg: TrainConfig, explicit: set[str] | None) -> TrainConfig:
     source = ModelConfig.from_dict(read_metadata(cfg.init_from)["config"])
     taken = {k: getattr(source, k) for k in MODEL_SETTINGS if explicit is not None and k not in explicit}
     if "arch" not in taken and cfg.arch != source.arch:
-        taken.pop("dropout", None)  # the p after every activation belongs to resnet50_dropout: another arch has its own
+        taken.pop("dropout", None)  # the p after every activation is the source backbone's: another has its own
     adopted = dataclasses.replace(cfg, **taken).validate()
     # the classifier may differ: a model fine-tuned to another data set's classes gets a new one
     ours = dataclasses.replace(adopted.model_config(), num_classes=source.num_classes)
@@ -335,12 +337,12 @@ def adopt_network(cfg: TrainConfig, explicit: set[str] | None) -> TrainConfig:
 def init_from(model: torch.nn.Module, path, classes: tuple[str, ...], log=print) -> None:
     """Start from a weights file's tensors: all of them when the classes are the weights' own; all but the
     classifier's otherwise (its outputs would mean other classes), which then starts afresh."""
-    source = load_model(path)
+    source, spec = load_network(path)
     state = source.state_dict()
-    if tuple(source.fer_classes) != tuple(classes):
+    if spec.classes != tuple(classes):
         own = model.state_dict()
         state = {k: v for k, v in state.items() if own[k].shape == v.shape and not _is_head(model, k)}
-        log(f"note: {path} was trained for {len(source.fer_classes)} other classes; its classifier is not used")
+        log(f"note: {path} was trained for {len(spec.classes)} other classes; its classifier is not used")
         own.update(state)
         state = own
     load_state(model, state)
@@ -433,9 +435,8 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
                           "give --no-votes, or leave --mixup-alpha and --cutmix-alpha at 0")
     model_cfg = dataclasses.replace(model_cfg, num_classes=len(train_set.classes))
 
+    spec = ModelSpec(model_cfg, train_set.classes)  # what evaluate() reads the outputs as, and the faces it reads
     model = build_model(model_cfg)
-    model.fer_classes = train_set.classes  # what evaluate() reads the outputs as
-    model.fer_config = model_cfg  # and the faces it reads
     if cfg.init_from is not None and checkpoint is None:  # a resumed run's own weights come from its checkpoint
         init_from(model, cfg.init_from, train_set.classes, log=print if dist.rank == 0 else (lambda *a: None))
     if dist.enabled and device.type == "cuda":
@@ -494,7 +495,7 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
             continue
         shipped = ema.module if ema is not None else model  # what is evaluated is what is saved
         try:
-            val = evaluate(shipped, val_set)
+            val = evaluate(TorchEngine(shipped, spec), val_set)
         except WeightsError:  # finite weights so large that the outputs are not: diverged all the same
             raise diverged("the model's outputs are no longer finite", state["epoch"], stats["lr"]) from None
         state["seconds"] += time.perf_counter() - epoch_start - stats["train_seconds"]
@@ -508,11 +509,10 @@ def train(cfg: TrainConfig, explicit: set[str] | None = None) -> dict:
                 "device": machine_description(device)}
         if val["accuracy"] > state["best_acc"]:
             state["best_acc"] = val["accuracy"]
-            save_weights(shipped, model_cfg, files["weights"], classes=train_set.classes, **info)
+            save_weights(shipped, spec, files["weights"], **info)
             wrote_weights = True
         if cfg.snapshots:  # float32: they are averaged, not shipped
-            save_weights(shipped, model_cfg, snapshot_path(cfg.out, state["epoch"]), torch.float32,
-                         train_set.classes, **info)
+            save_weights(shipped, spec, snapshot_path(cfg.out, state["epoch"]), torch.float32, **info)
         save_checkpoint(files["checkpoint"], model, optimizer, state, cfg, generator, ema)
         write_history(files["history"], state["history"])
         log_epoch(writer, row)

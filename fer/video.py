@@ -32,10 +32,10 @@ from .detect import DetectorConfig, crop_face, detect_faces
 from .errors import DataError, quote
 from .inference import classes_of, face_of, predict_probs
 from .photos import BOX_COLOR, draw_face
-from .preprocess import CLASSES, FaceFormat
+from .preprocess import FaceFormat
 from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
 
-def csv_fields(classes=CLASSES) -> list[str]:
+def csv_fields(classes) -> list[str]:
     """The columns of the table: one row per analysed frame and face, a raw and a smoothed column per class."""
     return (["time_s", "frame", "face_id", "x", "y", "w", "h", "score"] + [f"raw_{c}" for c in classes]
             + [f"smooth_{c}" for c in classes] + ["label", "raw_label"])
@@ -45,8 +45,6 @@ def classes_in(table) -> tuple[str, ...]:
     """The classes of a table, from its smooth_<class> columns."""
     return tuple(c.removeprefix("smooth_") for c in table.columns if c.startswith("smooth_"))
 
-
-CSV_FIELDS = csv_fields()  # for FER-2013's classes
 
 
 @dataclass(frozen=True)
@@ -216,7 +214,7 @@ THUMBNAIL_SIZE = 96
 PANEL_MIN_ROW = 11  # pixels per class row: a name in letters about 8 px high, readable at 640 x 480
 
 
-def panel_layout(frame_shape, box, line: int, classes=CLASSES) -> dict:
+def panel_layout(frame_shape, box, line: int, classes) -> dict:
     """Where the per-class panel of a face goes and how big: one row per class (name, bar, percentage),
     rows scaled with the label above the box (`line`, its height) and never under PANEL_MIN_ROW pixels;
     under the box where there is room, else right of it, else left of it, else over the box's lower part."""
@@ -242,7 +240,7 @@ def panel_layout(frame_shape, box, line: int, classes=CLASSES) -> dict:
             "names_w": names_w, "percent_w": percent_w}
 
 
-def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray, classes=CLASSES) -> None:
+def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray, classes) -> None:
     """Box and "id: label p%" above it, and a panel with every class's name, bar and percentage (in the
     model's order, the top class in green), on a BGR frame; sizes follow the frame and the face."""
     top_class = int(np.argmax(probs))
@@ -268,6 +266,7 @@ def draw_track(frame_bgr: np.ndarray, box, face_id: int, probs: np.ndarray, clas
 @dataclass
 class VideoResult:
     rows: list[dict]
+    classes: tuple[str, ...]        # the model's, in the order of its outputs
     frames: int
     analysed: int
     fps: float
@@ -275,7 +274,6 @@ class VideoResult:
     complete: bool                  # False: the input ended before its announced length
     outputs: dict[str, str]
     thumbnails: dict[int, np.ndarray] = field(default_factory=dict)  # face id: its clearest view (RGB)
-    classes: tuple[str, ...] = CLASSES
 
     @property
     def table(self):
@@ -354,10 +352,9 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
         outputs = _finish_outputs(temps, finals, finished, frame_index > 0)
     if frame_index == 0:
         raise DataError(f"cannot read {quote(source)}: no frame could be decoded")
-    return VideoResult(rows, frame_index, analysed, fps, time.perf_counter() - start,
+    return VideoResult(rows, classes, frame_index, analysed, fps, time.perf_counter() - start,
                        complete=not announced or frame_index >= announced, outputs=outputs,
-                       thumbnails={face_id: picture for face_id, (_, picture) in sorted(tracker.thumbnails.items())},
-                       classes=classes)
+                       thumbnails={face_id: picture for face_id, (_, picture) in sorted(tracker.thumbnails.items())})
 
 
 def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: FaceFormat, tracker: FaceTracker,

@@ -106,5 +106,18 @@ def untrained_weights(tmp_path_factory) -> Path:
     from fer.weights import save_weights
     torch.manual_seed(0)
     cfg = ModelConfig()
-    return save_weights(build_model(cfg).eval(), cfg, tmp_path_factory.mktemp("weights") / "untrained.safetensors",
-                        val_acc=0.0, val_split="public")
+    return save_weights(build_model(cfg).eval(), fer_spec(cfg),
+                        tmp_path_factory.mktemp("weights") / "untrained.safetensors", val_acc=0.0, val_split="public")
+
+
+def fer_spec(cfg=None, **network):
+    """The spec of a network built in a test for FER-2013's seven classes (ModelConfig() unless given)."""
+    from fer.model import ModelConfig
+    from fer.spec import ModelSpec
+    return ModelSpec(cfg or ModelConfig(**network), CLASSES)
+
+
+def fer_engine(model, cfg=None, **network):
+    """A network built in a test, as an engine for FER-2013's classes."""
+    from fer.inference import TorchEngine
+    return TorchEngine(model, fer_spec(cfg, **network))

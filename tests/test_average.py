@@ -3,7 +3,8 @@ its BatchNorm statistics recomputed and its accuracy measured on the run's selec
 import pytest
 import torch
 
-from fer.weights import load_model, read_metadata
+from fer.api import load_model
+from fer.weights import read_metadata
 from tests.test_config_versions import tensor
 from tests.test_hostile_inputs import one_line_error, run, tiny_train_args
 

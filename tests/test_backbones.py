@@ -7,8 +7,9 @@ import torch
 
 from fer.explain import default_layer, grad_cam, stage_grids
 from fer.model import ModelConfig, build_model
-from fer.weights import load_model, read_metadata
-from tests.conftest import PORTRAITS
+from fer.api import load_model
+from fer.weights import read_metadata
+from tests.conftest import PORTRAITS, fer_engine
 from tests.test_hostile_inputs import one_line_error, run
 
 
@@ -24,7 +25,7 @@ def test_a_torchvision_backbone_trains_evaluates_exports_explains_and_predicts(a
     assert code == 0, err
     assert read_metadata(weights)["config"]["arch"] == arch
     model = load_model(weights)
-    assert model.fer_config.arch == arch
+    assert model.spec.arch == arch
 
     code, out, err = run(["evaluate", fer_folder, "--weights", weights, "--engine", "torch", "--json"], capsys)
     assert code == 0, err
@@ -44,20 +45,23 @@ def test_a_torchvision_backbone_trains_evaluates_exports_explains_and_predicts(a
 
 @pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_large"])
 def test_grad_cam_finds_the_stages_of_any_backbone(arch):
-    model = build_model(ModelConfig(arch=arch, dropout=0.0))
-    grids = stage_grids(model)
+    cfg = ModelConfig(arch=arch, dropout=0.0)
+    model = build_model(cfg)
+    grids = stage_grids(model, cfg.face)
     sides = list(grids.values())
     assert sides == sorted(sides) and len(sides) >= 3  # deepest (smallest grid) first
-    layer, names = default_layer(model), list(grids)
+    layer, names = default_layer(model, cfg.face), list(grids)
     deeper = names[:names.index(layer)]
     assert grids[layer] >= 6 and all(grids[name] < 6 for name in deeper)  # the deepest stage of at least 6 x 6
-    maps, probs = grad_cam(model, torch.randint(0, 256, (2, 48, 48), dtype=torch.uint8))
+    maps, probs = grad_cam(fer_engine(model, cfg), torch.randint(0, 256, (2, 48, 48), dtype=torch.uint8))
     assert maps.shape == (2, 48, 48) and probs.shape == (2, 7) and (maps.max(axis=(1, 2)) > 0).all()
 
 
 def test_the_resnet_stages_keep_their_names():
-    model = build_model(ModelConfig(arch="resnet50", dropout=0.0))
-    assert list(stage_grids(model))[:3] == ["layer4", "layer3", "layer2"] and default_layer(model) == "layer2"
+    cfg = ModelConfig(arch="resnet50", dropout=0.0)
+    model = build_model(cfg)
+    assert list(stage_grids(model, cfg.face))[:3] == ["layer4", "layer3", "layer2"]
+    assert default_layer(model, cfg.face) == "layer2"
 
 
 @pytest.mark.parametrize("option, message", [

@@ -26,9 +26,9 @@ def test_ece_of_a_perfectly_calibrated_bin_is_zero():
 
 def test_temperature_is_stored_in_the_weights_and_used_by_predict(tmp_path, untrained_weights):
     import shutil
-    from fer.weights import load_model, temperature_of
+    from fer.api import load_model
     path = tmp_path / "w.safetensors"
     shutil.copy(untrained_weights, path)
     write_temperature(path, 1.7)
     assert read_metadata(path)["temperature"] == 1.7
-    assert temperature_of(load_model(path)) == 1.7
+    assert load_model(path).spec.temperature == 1.7

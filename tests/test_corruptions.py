@@ -85,9 +85,9 @@ def test_the_robustness_benchmark_scores_every_corruption_and_severity(fer_zip, 
     import sys
     from fer.model import ModelConfig, build_model
     from fer.weights import save_weights
-    from tests.conftest import REPO
+    from tests.conftest import REPO, fer_spec
     cfg = ModelConfig(arch="resnet18", dropout=0.0)  # small: 76 passes over the faces
-    weights = save_weights(build_model(cfg).eval(), cfg, tmp_path / "small.safetensors", val_acc=0.0,
+    weights = save_weights(build_model(cfg).eval(), fer_spec(cfg), tmp_path / "small.safetensors", val_acc=0.0,
                            val_split="public")
     out, chart = tmp_path / "r.json", tmp_path / "r.png"
     done = subprocess.run([sys.executable, "benchmarks/robustness.py", str(fer_zip), "--split", "private",

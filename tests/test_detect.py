@@ -7,7 +7,7 @@ from PIL import Image
 
 from fer.detect import YUNET_MODEL, DetectorConfig, Face, crop_face, detect_faces, face_transform
 from fer.photos import BOX_COLOR, draw_labels, predict_image
-from fer.weights import load_model
+from fer.api import load_model
 from tests.conftest import PORTRAITS
 
 HOPPER = np.asarray(Image.open(PORTRAITS[1]).convert("RGB"))  # grace_hopper.jpg, 512 x 600

@@ -50,8 +50,9 @@ def test_an_onnx_file_of_other_weights_is_refused(exported, tmp_path):
     other = tmp_path / "other.safetensors"
     from fer.model import ModelConfig, build_model
     from fer.weights import save_weights
+    from tests.conftest import fer_spec
     torch.manual_seed(1)
-    save_weights(build_model(ModelConfig()), ModelConfig(), other)
+    save_weights(build_model(ModelConfig()), fer_spec(), other)
     shutil.copy(onnx_path, int8_onnx_path(other))
     with pytest.raises(WeightsError, match="exported from other weights"):
         load_engine(other, "onnx-int8")

@@ -12,8 +12,9 @@ from fer.explain import Explainer, cam_on_photo, default_layer, grad_cam, overla
     upsample_to_crop
 from fer.model import ModelConfig, build_model
 from fer.photos import predict_image
-from fer.weights import load_model
-from tests.conftest import PORTRAITS
+from fer.api import load_model
+from fer.preprocess import FaceFormat
+from tests.conftest import PORTRAITS, fer_engine
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +45,20 @@ def test_any_class_can_be_explained_and_the_maps_differ(model, faces):
 
 def test_dropout_is_off_while_explaining_and_the_mode_is_restored():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(dropout=0.3)).train()
+    model = build_model(ModelConfig(dropout=0.3))
+    engine = fer_engine(model, ModelConfig(dropout=0.3))
+    model.train()
     images = torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)
-    first, _ = grad_cam(model, images)
-    again, _ = grad_cam(model, images)
+    first, _ = grad_cam(engine, images)
+    again, _ = grad_cam(engine, images)
     assert np.allclose(first, again) and model.training
 
 
 def test_the_default_stage_is_the_deepest_with_a_6_by_6_grid():
-    assert default_layer(build_model(ModelConfig(stem="imagenet"))) == "layer2"
-    assert default_layer(build_model(ModelConfig(stem="no_maxpool"))) == "layer3"
-    assert default_layer(build_model(ModelConfig(stem="cifar"))) == "layer4"
+    face = FaceFormat()
+    assert default_layer(build_model(ModelConfig(stem="imagenet")), face) == "layer2"
+    assert default_layer(build_model(ModelConfig(stem="no_maxpool")), face) == "layer3"
+    assert default_layer(build_model(ModelConfig(stem="cifar")), face) == "layer4"
 
 
 def test_a_map_goes_back_onto_the_photo_where_its_face_is(model):
@@ -129,7 +133,7 @@ def test_each_cell_is_centred_on_the_pixel_stride_times_its_index(stem, layer):
     weight = x.grad[0, 0].abs()
     rows, cols = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
     centre = ((weight * rows).sum() / weight.sum(), (weight * cols).sum() / weight.sum())
-    stride = stage_strides(model)[layer]
+    stride = stage_strides(model, FaceFormat())[layer]
     assert abs(centre[0] - stride * k) < 0.5 and abs(centre[1] - stride * k) < 0.5, (centre, stride * k)
 
 
@@ -151,7 +155,8 @@ def test_the_map_peaks_on_the_pixels_that_hold_the_evidence(stem, layer, row, co
     # that every stage keeps (multiples of 32), where the cells of every stage are centred.
     image = torch.full((1, 48, 48), 127, dtype=torch.uint8)
     image[0, max(0, row - 1):row + 2, max(0, col - 1):col + 2] = 255
-    cam, _ = grad_cam(evidence_only_where_bright(stem), image, target="happy", layer=layer)
+    engine = fer_engine(evidence_only_where_bright(stem), arch="resnet50", dropout=0.0, stem=stem)
+    cam, _ = grad_cam(engine, image, target="happy", layer=layer)
     hottest = cam[0] >= cam[0].max() - 1e-6
     # The spot is among the hottest pixels (past the last cell, pixels 33-47 of layer3, the map holds that
     # cell's value, so the hottest may be a band); the block-centred interpolation put the hottest

@@ -21,7 +21,7 @@ from fer.datasets import MAX_MEMBER_BYTES, load_split
 from fer.errors import DataError, WeightsError
 from fer.images import open_image
 from fer.train import paths_for
-from fer.weights import load_model
+from fer.api import load_model
 from tests.conftest import PORTRAITS, REPO
 
 

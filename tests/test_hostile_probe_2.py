@@ -19,7 +19,8 @@ from fer.democlip import Walk, render, write_clip
 from fer.errors import WeightsError
 from fer.export import _set_metadata, check_onnx, weights_digest
 from fer.train import paths_for
-from fer.weights import load_model, read_metadata
+from fer.api import load_model
+from fer.weights import read_metadata
 from tests.conftest import PORTRAITS, REPO
 from tests.test_hostile_inputs import one_line_error, run, tampered, tiny_train_args
 
@@ -271,15 +272,16 @@ def test_16_a_diverging_run_stops_in_one_line_and_writes_no_weights(fer_folder, 
 def test_18_a_writer_killed_before_its_rename_leaves_only_what_the_next_writer_cleans(untrained_weights, tmp_path):
     target = tmp_path / "m.safetensors"
     child = ("import os, signal, sys, torch; from fer.model import ModelConfig, build_model; "
-             "from fer.weights import save_weights; "
+             "from fer.weights import save_weights; from tests.conftest import fer_spec; "
              "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
-             f"save_weights(build_model(ModelConfig()), ModelConfig(), {str(target)!r})")
+             f"save_weights(build_model(ModelConfig()), fer_spec(), {str(target)!r})")
     done = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True)
     assert done.returncode == -signal.SIGKILL
     assert [p.name for p in tmp_path.iterdir()] != []  # the killed writer's temp file
     from fer.model import ModelConfig, build_model
     from fer.weights import save_weights
-    save_weights(build_model(ModelConfig()), ModelConfig(), target)  # the next writer cleans it
+    from tests.conftest import fer_spec
+    save_weights(build_model(ModelConfig()), fer_spec(), target)  # the next writer cleans it
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
     load_model(target)
 

@@ -13,8 +13,8 @@ from fer.cli import main
 from fer.datasets import load_split
 from fer.errors import DataError, WeightsError
 from fer.model import ModelConfig, build_model
-from fer.weights import load_model, save_weights
-from tests.conftest import PORTRAITS, write_fer_layout
+from fer.weights import load_network, save_weights
+from tests.conftest import PORTRAITS, fer_spec, write_fer_layout
 from tests.test_any_dataset import write_ferplus, write_rafdb, write_split_folders
 from tests.test_hostile_inputs import one_line_error, run, tampered, tiny_train_args
 
@@ -137,23 +137,23 @@ def test_a_val_fraction_that_holds_out_nothing_names_the_option(fer_folder, tmp_
 def snapshots(tmp_path, untrained_weights, scale=1.0, version=None):
     paths = []
     for i in range(2):
-        model = load_model(untrained_weights)
+        model, spec = load_network(untrained_weights)
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(scale)
         config = {"data": str(tmp_path), "version": version} if version else None
-        paths.append(save_weights(model, model.fer_config, tmp_path / f"epoch_{i:03d}.safetensors",
+        paths.append(save_weights(model, spec, tmp_path / f"epoch_{i:03d}.safetensors",
                                   dtype=torch.float32, val_acc=0.1, val_split="public", epoch=i,
                                   train_config=config or {}))
     return paths
 
 
 def test_averaged_weights_that_overflow_float16_are_not_written(tmp_path, untrained_weights, fer_folder):
-    model = load_model(untrained_weights)
+    model, spec = load_network(untrained_weights)
     with torch.no_grad():
         model.fc.weight.fill_(1e6)  # float32 holds it, float16 (max 65504) does not
     with pytest.raises(WeightsError, match="do not fit float16.* not written"):
-        save_weights(model, model.fer_config, tmp_path / "big.safetensors", val_acc=0.1, val_split="public")
+        save_weights(model, spec, tmp_path / "big.safetensors", val_acc=0.1, val_split="public")
     assert not (tmp_path / "big.safetensors").exists()
 
 
@@ -182,10 +182,11 @@ def test_googlenet_trains_without_its_auxiliary_outputs(fer_folder, tmp_path, ca
     out = tmp_path / "g.safetensors"
     code, _, err = run(tiny_train_args(fer_folder, "--arch", "googlenet", "--out", out), capsys)
     assert code == 0, err
-    assert load_model(out).fer_config.arch == "googlenet"
+    assert load_network(out)[1].arch == "googlenet"
 
 
 def test_mnasnet_weights_load_after_training(tmp_path):
     cfg = ModelConfig(arch="mnasnet0_5", dropout=0.0)
-    path = save_weights(build_model(cfg).eval(), cfg, tmp_path / "m.safetensors", val_acc=0.1, val_split="public")
-    assert load_model(path).fer_config.arch == "mnasnet0_5"
+    path = save_weights(build_model(cfg).eval(), fer_spec(cfg), tmp_path / "m.safetensors", val_acc=0.1,
+                        val_split="public")
+    assert load_network(path)[1].arch == "mnasnet0_5"

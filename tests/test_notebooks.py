@@ -1,5 +1,4 @@
 """The notebooks' parts that run without a browser: the gallery widget and a papermill run of 02."""
-import dataclasses
 import datetime
 import json
 
@@ -72,7 +71,7 @@ def test_gallery_starts_with_the_photos_to_predict():
 def run_02(tmp_path, data, **parameters):
     papermill = pytest.importorskip("papermill")
     parameters = {"data_dir": str(data), "epochs": 1, "subset": 28, "batch_size": 14, "val_subset": 14,
-                  "time_budget": None, "progress": False, **parameters}
+                  "time_budget": 0, "progress": False, **parameters}
     papermill.execute_notebook(str(REPO / "notebooks" / "02_training.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters=parameters, cwd=str(REPO / "notebooks"), progress_bar=False,
                                kernel_name="python3")
@@ -92,25 +91,6 @@ def test_02_by_default_trains_into_runs_and_never_into_trained_models(tmp_path, 
     run_02(tmp_path, fer_folder)
     assert (tmp_path / "runs" / "resnet50" / "resnet50.safetensors").is_file()  # the default arch: the shipped one
     assert {p: p.stat().st_mtime_ns for p in (REPO / "trained_models").iterdir()} == shipped
-
-
-def test_02_defaults_are_the_shipped_recipe():
-    """The notebook's parameters, put together as its own cell does, make the shipped model's training config:
-    every setting but where the data, the weights and the progress go."""
-    from fer.config import TrainConfig
-    from fer.paths import DEFAULT_WEIGHTS
-    from fer.weights import read_metadata
-    cells = json.loads((REPO / "notebooks" / "02_training.ipynb").read_text())["cells"]
-    [parameters] = ["".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", [])]
-    [build] = ["".join(c["source"]) for c in cells if "TrainConfig.from_settings" in "".join(c["source"])]
-    scope = {}
-    exec(parameters + "\n" + build.replace(".validate()", ""), scope)
-    recipe = TrainConfig.from_dict(read_metadata(DEFAULT_WEIGHTS)["train_config"])
-    where = {"data", "out", "resume", "force", "progress", "snapshots", "device", "compile"}
-    differ = [f for f in dataclasses.fields(TrainConfig) if f.name not in where
-              and getattr(scope["cfg"], f.name) != getattr(recipe, f.name)]
-    assert not differ, [(f.name, getattr(scope["cfg"], f.name), getattr(recipe, f.name)) for f in differ]
-    assert scope["out"] is None
 
 
 def test_gallery_shows_a_video_upload_as_a_timeline(gallery, tmp_path):

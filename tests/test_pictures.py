@@ -52,9 +52,9 @@ def test_the_per_class_panel_is_readable_on_a_640_by_480_frame():
     frame = np.full((480, 640, 3), 128, np.uint8)
     box = (250, 100, 140, 150)
     probs = np.array([0.05, 0.01, 0.1, 0.6, 0.14, 0.05, 0.05])
-    draw_track(frame, box, 1, probs)
+    draw_track(frame, box, 1, probs, CLASSES)
     _, _, line = draw_face(np.zeros_like(frame), box, "1: happy 60%")
-    layout = panel_layout(frame.shape, box, line)
+    layout = panel_layout(frame.shape, box, line, CLASSES)
     assert layout["row"] >= PANEL_MIN_ROW and layout["font_scale"] >= 0.35  # letters ~8 px high, rows 11+
     assert layout["top"] >= box[1] + box[3]  # under the face, not over the eyes and mouth
     panel = frame[layout["top"]:layout["top"] + layout["height"], layout["left"]:layout["left"] + layout["width"]]
@@ -64,8 +64,8 @@ def test_the_per_class_panel_is_readable_on_a_640_by_480_frame():
 def test_the_panel_stays_inside_a_frame_with_the_face_at_the_bottom_edge():
     frame = np.full((240, 320, 3), 128, np.uint8)
     box = (10, 150, 80, 85)
-    draw_track(frame, box, 2, np.full(len(CLASSES), 1 / len(CLASSES)))
-    layout = panel_layout(frame.shape, box, 20)
+    draw_track(frame, box, 2, np.full(len(CLASSES), 1 / len(CLASSES)), CLASSES)
+    layout = panel_layout(frame.shape, box, 20, CLASSES)
     assert layout["left"] + layout["width"] <= 320 and layout["top"] + layout["height"] <= 240
     assert layout["left"] >= box[0] + box[2]  # beside the face, where there is room
 

@@ -8,7 +8,7 @@ from PIL import Image
 from fer.errors import DataError
 from fer.images import open_image
 from fer.photos import draw_labels, predict, predict_files, predict_image
-from fer.weights import load_model
+from fer.api import load_model
 from tests.conftest import PORTRAITS
 
 

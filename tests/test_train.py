@@ -5,7 +5,7 @@ import torch
 
 from fer.augment import AugmentConfig
 from fer.train import TrainConfig, load_checkpoint, lr_at, paths_for, train
-from fer.weights import load_model, read_metadata
+from fer.weights import load_network, read_metadata
 
 NO_AUGMENT = AugmentConfig(flip=False, max_rotate_deg=0, max_scale=0, max_translate=0, erase_prob=0)
 
@@ -40,7 +40,7 @@ def test_training_writes_weights_history_and_checkpoint(fer_folder, tmp_path):
     assert meta["config"]["arch"] == "resnet50_dropout" and meta["config"]["dropout"] == 0.1
     assert meta["val_acc"] == max(float(r["val_acc"]) for r in history) and meta["val_split"] == "public"
     assert {"classes", "input_size", "normalization", "commit", "train_config"} <= meta.keys()
-    model = load_model(out)
+    model, _ = load_network(out)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert load_checkpoint(files["checkpoint"])["epoch"] == 2
 
@@ -84,7 +84,7 @@ def test_ema_weights_are_what_is_evaluated_saved_and_resumed(fer_folder, tmp_pat
     train(tiny_config(fer_folder, out, epochs=1, ema_decay=0.9))
     checkpoint = load_checkpoint(paths_for(out)["checkpoint"])
     assert checkpoint["ema"] is not None and int(checkpoint["ema"]["n_averaged"]) == 3
-    saved = load_model(out).state_dict()
+    saved = load_network(out)[0].state_dict()
     ema_weight = checkpoint["ema"]["module.fc.weight"]
     assert torch.allclose(saved["fc.weight"], ema_weight.half().float())
     assert not torch.allclose(saved["fc.weight"], checkpoint["model"]["fc.weight"].half().float())

@@ -155,10 +155,11 @@ def test_a_video_that_ends_early_keeps_what_was_read(tmp_path, capsys, untrained
 
 class FailingEngine:
     """An engine that breaks after a few frames: what a crash or Ctrl-C in the middle of a video looks like."""
-    name, temperature = "failing", 1.0
+    name = "failing"
 
     def __init__(self, engine, after):
         self.engine, self.calls, self.after = engine, 0, after
+        self.spec = engine.spec
 
     def logits(self, x):
         self.calls += 1

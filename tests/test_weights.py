@@ -9,7 +9,9 @@ from fer.inference import predict_probs
 from fer.model import ModelConfig, build_model
 from fer.errors import WeightsError
 from fer.paths import DEFAULT_WEIGHTS
-from fer.weights import load_model, read_metadata, save_weights
+from fer.api import load_model
+from fer.weights import load_network, read_metadata, save_weights
+from tests.conftest import fer_engine, fer_spec
 
 
 def test_float16_round_trip_keeps_the_predictions(tmp_path, fer_folder):
@@ -20,14 +22,14 @@ def test_float16_round_trip_keeps_the_predictions(tmp_path, fer_folder):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.weight.data.uniform_(0.5, 1.5)
-    path = save_weights(model, cfg, tmp_path / "w.safetensors", val_acc=0.5)
-    loaded = load_model(path)
+    path = save_weights(model, fer_spec(cfg), tmp_path / "w.safetensors", val_acc=0.5)
+    loaded, spec = load_network(path)
     faces = load_split(fer_folder, "public")
-    before = predict_probs(model, faces.images)
-    after = predict_probs(loaded, faces.images)
+    before = predict_probs(fer_engine(model, cfg), faces.images)
+    after = predict_probs(load_model(path), faces.images)
     assert torch.equal(before.argmax(1), after.argmax(1))
     assert (before - after).abs().max() < 0.02
-    assert loaded.fer_config == cfg and not loaded.training
+    assert spec.network == cfg and not loaded.training
 
 
 def test_shipped_file_is_float16_with_its_metadata(untrained_weights):
@@ -72,8 +74,8 @@ def test_a_pickled_file_is_never_unpickled(tmp_path):
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights yet")
 def test_the_shipped_weights_load_on_the_cpu_by_default():
     model = load_model()
-    assert next(model.parameters()).device.type == "cpu"
-    assert model.fer_metadata["val_acc"] > 0.5
+    assert next(model.network.parameters()).device.type == "cpu"
+    assert model.metadata["val_acc"] > 0.5
 
 
 @pytest.mark.real_data

@@ -49,7 +49,7 @@ def average_run(paths, out, data=None, force: bool = False) -> dict:
     """Average the snapshots, recompute BatchNorm on the run's training faces, score on its selection split and
     write the weights (float16, like every shipped file). Returns {"val_acc", "val_split", "epochs", "out"}."""
     from .runtime import check_outputs
-    from .train import training_sets
+    from .run_setup import training_sets
     out = Path(out)
     check_outputs({"--out": out}, paths)
     if out.exists() and not force:
@@ -65,7 +65,7 @@ def average_run(paths, out, data=None, force: bool = False) -> dict:
             raise ConfigError(f"{quote(path)}: {e}") from None
     cfg = configs[-1]
     cfg = dataclasses.replace(cfg, data=data if data is not None else cfg.data)
-    train_set, val_set = training_sets(cfg)
+    train_set, val_set = training_sets(cfg, teacher=False)  # BatchNorm statistics need no teacher
     if tuple(train_set.classes) != spec.classes:
         raise ConfigError(f"the data's classes ({', '.join(train_set.classes)}) are not the snapshots' "
                           f"({', '.join(spec.classes)})")

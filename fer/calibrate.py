@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
 from .inference import predict_probs
+from .spec import TEMPERATURE_RANGE
 from .weights import update_metadata
 
 ECE_BINS = 15
+MIN_CALIBRATION_FACES = 100  # a temperature fitted on fewer is noise (PublicTest has 3,589)
 
 
 def fit_temperature(log_probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -62,3 +65,31 @@ def log_probs_of(models, images_u8: torch.Tensor, tta: bool = False) -> torch.Te
 def write_temperature(path, temperature: float, out=None, **info) -> None:
     """Store the temperature (and what it was fitted on) in a weights file's metadata, or in a copy at `out`."""
     update_metadata(path, out, temperature=round(temperature, 4), **info)
+
+
+def calibrate_engine(engine, data, split: str | None = None) -> tuple[float, str, int]:
+    """Fit `engine`'s temperature on `split` of `data` (default: the split that chose it): (T, split, faces).
+
+    Refuses what would give a temperature nobody should trust: a part of the training faces, too few faces, or
+    a temperature outside the range every command accepts (a file written with it would be refused)."""
+    from .datasets import SPLITS, load_split, split_name
+    split = split or engine.metadata["val_split"]  # where the model was chosen, not where it is judged
+    if split not in SPLITS:
+        raise DataError(f"the model was chosen on {split!r}, a part of its training faces: give --split")
+    selection = load_split(data, split, face=engine.spec.face).in_classes(engine.spec.classes)
+    name = split_name(split)
+    if len(selection) < MIN_CALIBRATION_FACES:
+        raise DataError(f"{len(selection)} {name} faces are too few to fit a temperature on (at least "
+                        f"{MIN_CALIBRATION_FACES})")
+    temperature = fit_temperature(log_probs_of(engine, selection.images), selection.labels)
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:
+        raise DataError(f"the temperature fitted on {len(selection)} {name} faces is {temperature:.4g}, outside "
+                        f"[{low}, {high}]: the model's confidence cannot be trusted on them")
+    return temperature, split, len(selection)
+
+
+def calibration_report(engine, faces, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probabilities of `faces` before and after dividing the logits by `temperature`."""
+    before = log_probs_of(engine, faces.images)
+    return before.softmax(1), (before / temperature).softmax(1)

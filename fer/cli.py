@@ -368,17 +368,13 @@ def run_evaluate(args) -> int:
     return 0
 
 
-MIN_CALIBRATION_FACES = 100  # a temperature fitted on fewer is noise (PublicTest has 3,589)
-
-
 def run_calibrate(args) -> int:
-    from .calibrate import expected_calibration_error, fit_temperature, log_probs_of, write_temperature
-    from .datasets import SPLITS, load_split, split_name
+    from .calibrate import calibrate_engine, calibration_report, expected_calibration_error, write_temperature
+    from .datasets import load_split
     from .errors import DataError
     from .paths import DEFAULT_WEIGHTS
     from .runtime import check_outputs
     from .inference import load_engine
-    from .spec import TEMPERATURE_RANGE
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
     if args.out is None and not args.force:  # the shipped weights are tracked files: never rewritten by default
         raise DataError(f"calibrate writes the temperature into a weights file: give --out for a calibrated copy, "
@@ -392,24 +388,14 @@ def run_calibrate(args) -> int:
         check_chart_path(args.chart)
     check_outputs({"--chart": args.chart, "--out": args.out}, [path, args.data])
     model = load_engine(path, "torch")
-    split = args.split or model.metadata["val_split"]  # where the model was chosen, not where it is judged
-    if split not in SPLITS:
-        raise DataError(f"{path} was chosen on {split!r}, a part of its training faces: give --split")
-    selection = load_split(args.data, split, face=model.spec.face).in_classes(model.spec.classes)
-    name = split_name(split)
-    if len(selection) < MIN_CALIBRATION_FACES:
-        raise DataError(f"{len(selection)} {name} faces are too few to fit a temperature on (at least "
-                        f"{MIN_CALIBRATION_FACES}); {path} is unchanged")
-    temperature = fit_temperature(log_probs_of(model, selection.images), selection.labels)
-    low, high = TEMPERATURE_RANGE
-    if not low <= temperature <= high:  # never write a file that every command would then refuse
-        raise DataError(f"the temperature fitted on {len(selection)} {name} faces is {temperature:.4g}, outside "
-                        f"[{low}, {high}]: the model's confidence cannot be trusted on them; {path} is unchanged")
+    try:
+        temperature, split, _ = calibrate_engine(model, args.data, args.split)
+    except DataError as error:
+        raise DataError(f"{path}: {error}; it is unchanged") from None
     result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": split}
     if args.report:
         faces = load_split(args.data, args.report, face=model.spec.face).in_classes(model.spec.classes)
-        before = log_probs_of(model, faces.images)
-        probs_before, probs_after = before.softmax(1), (before / temperature).softmax(1)
+        probs_before, probs_after = calibration_report(model, faces, temperature)
         result.update({f"{args.report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),
                        f"{args.report}_ece_after": round(expected_calibration_error(probs_after, faces.labels), 4)})
         if args.chart:

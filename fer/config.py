@@ -37,7 +37,7 @@ FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 COUNT = (lambda v: v >= 1, "a whole number >= 1")
 SEED = (lambda v: 0 <= v < 2**32 - 64, "a whole number from 0 to 2**32 - 65")  # numpy's range, less the ranks'
 
-CONFIG_VERSION = 6
+CONFIG_VERSION = 7
 # How a stored config of version v becomes one of version v + 1: fields renamed, and fields added in v + 1
 # whose default is what version v did. Version 1 is every config written before configs had a version (the
 # shipped weights' own): its network was called "model"; amp (bf16 autocast where fast, always on before
@@ -53,7 +53,9 @@ UPGRADES = {1: {"renamed": {"model": "arch"},
             # them with their defaults, off, in a stored config that lacks them).
             4: {"renamed": {}, "added": ()},
             # 6: the recipe file a run started from (fer.recipes), a record (None: settings given one by one).
-            5: {"renamed": {}, "added": ("recipe",)}}
+            5: {"renamed": {}, "added": ("recipe",)},
+            # 7: distillation from a teacher (fer.distill; None: none, as before).
+            6: {"renamed": {}, "added": ("teacher", "distill_weight", "distill_temperature")}}
 
 def setting(default, help: str, kind=None, check=None, choices=None, flags=(), cli: bool = True):
     """A dataclass field with what the command line and the checks need to know about it."""
@@ -75,7 +77,8 @@ class TrainConfig:
                                     f"(resnet50_dropout; default {default_dropout('resnet50_dropout')})",
                                     kind=float, check=FRACTION)
     head_dropout: float = setting(0.0, "dropout before the classifier", check=FRACTION)
-    stem: str = setting("imagenet", "how a ResNet reads the face (see fer/model.py)", choices=STEMS)
+    stem: str = setting("imagenet", "how the network reads the face: no_maxpool and cifar for ResNets, stride1 "
+                        "for any network (see fer/model.py)", choices=STEMS)
     norm: str = setting("batch", "group: GroupNorm instead of BatchNorm (ResNets)", choices=NORMS)
     image_size: int = setting(IMAGE_SIZE, "the faces' side in pixels: each is read (and cached) at this size "
                               "(FER-2013's are 48; RAF-DB's aligned faces 100)",
@@ -93,6 +96,12 @@ class TrainConfig:
     weight_decay: float = setting(0.05, "decoupled (adamw) or L2 (sgd); not on norms and biases",
                                   check=NON_NEGATIVE)
     label_smoothing: float = setting(0.1, "cross-entropy label smoothing", check=FRACTION)
+    teacher: str | None = setting(None, "distill: also learn from these weights' (or ensemble list's) probabilities "
+                                  "for each training face (fer/distill.py)", kind=str)
+    distill_weight: float = setting(0.5, "with --teacher: the weight of the teacher's term; 1 - it, the labels'",
+                                    check=(lambda v: 0 <= v <= 1, "a number in [0, 1]"))
+    distill_temperature: float = setting(1.0, "with --teacher: the softmax temperature of both sides of the "
+                                         "teacher's term", check=(lambda v: 0.5 <= v <= 20, "a number in [0.5, 20]"))
     warmup: float = setting(0.05, "fraction of the run spent warming up", check=FRACTION)
     ema_decay: float = setting(0.0, "> 0: evaluate and ship an exponential moving average of the weights",
                                check=FRACTION)
@@ -149,6 +158,9 @@ class TrainConfig:
             self.augment.validate()
         except ValueError as e:
             raise ConfigError(f"augmentation: {e}") from None
+        if self.teacher is not None and self.augment.mixes:
+            raise ConfigError("--teacher gives each face its own target, which MixUp and CutMix do not mix: leave "
+                              "--mixup-alpha and --cutmix-alpha at 0")
         if self.val_split is not None and self.val_fraction is not None:
             raise ConfigError("--val-split and --val-fraction each choose the selection faces: give one of them")
         self.model_config()

@@ -60,13 +60,15 @@ NO_DATA_HINT = ("give the data's path (train's --data, the DATA argument of eval
 @dataclass
 class FaceSet:
     """Preprocessed face crops of one split: images uint8 N x H x W (gray) or N x H x W x 3 (RGB), labels
-    int64 N (index in `classes`), and for FER+ the annotators' votes, float N x classes (each row sums to 1)."""
+    int64 N (index in `classes`), for FER+ the annotators' votes, float N x classes (each row sums to 1), and
+    in a run that distills, its teacher's probabilities (fer.distill), float N x classes."""
     images: torch.Tensor
     labels: torch.Tensor
     source: str
     split: str
     classes: tuple[str, ...] = CLASSES
     votes: torch.Tensor | None = None
+    teacher: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -82,7 +84,7 @@ class FaceSet:
 
     def select(self, index: torch.Tensor, split: str | None = None) -> "FaceSet":
         return FaceSet(self.images[index], self.labels[index], self.source, split or self.split, self.classes,
-                       None if self.votes is None else self.votes[index])
+                       *(None if t is None else t[index] for t in (self.votes, self.teacher)))
 
     def subset(self, n: int | None, seed: int = 0) -> "FaceSet":
         """A random n-image subset (the same for the same seed), for quick runs."""
@@ -115,11 +117,15 @@ class FaceSet:
             raise DataError(f"{quote(self.source)} has faces of class {missing[0]!r}, which the model does not know "
                             f"(its classes: {', '.join(classes)})")
         mapping = torch.tensor([classes.index(c) for c in self.classes])
-        votes = None
-        if self.votes is not None:
-            votes = torch.zeros(len(self), len(classes))
-            votes[:, mapping] = self.votes
-        return FaceSet(self.images, mapping[self.labels], self.source, self.split, classes, votes)
+
+        def remapped(per_class):
+            if per_class is None:
+                return None
+            out = torch.zeros(len(self), len(classes))
+            out[:, mapping] = per_class
+            return out
+        return FaceSet(self.images, mapping[self.labels], self.source, self.split, classes, remapped(self.votes),
+                       remapped(self.teacher))
 
 
 def resolve_data_source(source: str | os.PathLike | None = None) -> Path:

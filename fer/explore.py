@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .datasets import SPLIT_NAMES, FaceSet, load_split, split_name, splits_of
+from .datasets import FaceSet, load_split, split_name, splits_of
 
 
 def load_splits(source=None) -> dict[str, FaceSet]:

@@ -27,11 +27,15 @@ from torch import nn
 from .errors import ConfigError
 from .preprocess import IMAGE_SIZE, FaceFormat
 
-# How a ResNet reads a 48-px face before layer1, and the size layer1 sees (other networks keep their own):
+# How a ResNet reads a 48-px face before layer1, and the size layer1 sees:
 #   imagenet   7x7 stride-2 conv + max-pool (torchvision's own): 12 x 12, cheapest
 #   no_maxpool 7x7 stride-2 conv:                                 24 x 24, ~4x the compute
 #   cifar      3x3 stride-1 conv, no max-pool:                    48 x 48, ~16x the compute
-STEMS = ("imagenet", "no_maxpool", "cifar")
+#   stride1    the network's own first conv at stride 1 (any network, not only ResNets): every feature map twice
+#              as wide and high as ImageNet's strides leave it, ~4x the compute. Networks built for 224 px
+#              reduce a 48-px face to 2 x 2 (total stride 32); stride1 leaves 3 x 3.
+STEMS = ("imagenet", "no_maxpool", "cifar", "stride1")
+ANY_NETWORK_STEMS = ("imagenet", "stride1")
 NORMS = ("batch", "group")
 
 
@@ -84,8 +88,9 @@ class ModelConfig:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r} (expected one of {', '.join(allowed)})")
         net = backbone(self.arch)
         if not net.resnet:
-            if self.stem != "imagenet":
-                raise ConfigError(f"stem {self.stem!r} is a ResNet stem; {self.arch} keeps its own (stem imagenet)")
+            if self.stem not in ANY_NETWORK_STEMS:
+                raise ConfigError(f"stem {self.stem!r} is a ResNet stem; {self.arch} takes "
+                                  f"{' or '.join(ANY_NETWORK_STEMS)}")
             if self.norm != "batch":
                 raise ConfigError(f"norm {self.norm!r} is offered for ResNets only; {self.arch} keeps its own")
         for name in ("dropout", "head_dropout"):
@@ -172,6 +177,8 @@ def torchvision_network(name: str, cfg: ModelConfig) -> nn.Module:
                                                  stem.padding_mode))
     if resnet and cfg.stem in ("no_maxpool", "cifar"):
         model.maxpool = nn.Identity()
+    if cfg.stem == "stride1":
+        model.get_submodule(stem_name).stride = (1, 1)
     return model
 
 

@@ -55,7 +55,7 @@ from .paths import REPO_ROOT, runs_dir
 from .recipes import read_recipe, read_toml
 from .runtime import atomic_write
 from .charts import read_history
-from .train import paths_for
+from .run_files import paths_for
 
 TRAINING_NOTEBOOK = REPO_ROOT / "notebooks" / "02_training.ipynb"
 ENGINES = ("auto", "notebook", "train")

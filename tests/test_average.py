@@ -73,3 +73,30 @@ def test_snapshots_can_be_switched_on_when_resuming(fer_folder, tmp_path, capsys
     code, _, err = run(["train", "--out", out, "--resume", "--epochs", "2", "--snapshots", "--no-progress"], capsys)
     assert code == 0, err
     assert [p.name for p in (tmp_path / "snapshots" / "r").iterdir()] == ["epoch_002.safetensors"]
+
+
+def test_finishing_a_member_keeps_the_average_publictest_prefers_calibrated(snapshots, fer_folder, tmp_path,
+                                                                           monkeypatch):
+    import importlib.util
+    import json
+    import sys
+    import fer.calibrate
+    from tests.conftest import REPO
+    spec = importlib.util.spec_from_file_location("finish_member", REPO / "benchmarks" / "finish_member.py")
+    finish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(finish)
+    monkeypatch.setattr(fer.calibrate, "MIN_CALIBRATION_FACES", 1)  # the tiny data set's PublicTest is 14 faces
+    monkeypatch.setattr(fer.calibrate, "fit_temperature", lambda log_probs, labels: 1.5)
+    run_out, files = snapshots
+    out, results = tmp_path / "member.safetensors", tmp_path / "member.json"
+    monkeypatch.setattr(sys, "argv", ["finish_member.py", str(run_out), "--data", str(fer_folder), "--raw-test",
+                                      str(fer_folder), "--out", str(out), "--results", str(results)])
+    finish.main()
+    result = json.loads(results.read_text())
+    assert result["epochs"] == 3 and list(result["averaged_public"]) == ["3"]  # min(5, 3) ... min(20, 3)
+    kept = result["kept"]
+    assert kept["public"] == max(result["averaged_public"].values()) and kept["temperature"] == 1.5
+    meta = read_metadata(out)
+    assert meta["temperature"] == 1.5 and meta["averaged_epochs"] == list(range(4 - kept["last_epochs"], 4))
+    assert 0 <= result["raw_private"]["accuracy"] <= 1 and 0 <= result["train_eval_mode"]["accuracy"] <= 1
+    assert tensor(out, "fc.weight").dtype == torch.float16

@@ -99,3 +99,26 @@ def test_the_robustness_benchmark_scores_every_corruption_and_severity(fer_zip, 
     assert all(len(row) == 5 and all(0 <= a <= 1 for a in row) for row in result["corruptions"].values())
     assert result["mean_corruption_accuracy"] == pytest.approx(np.mean(list(result["corruptions"].values())))
     assert chart.stat().st_size > 10_000 and "| **mean** |" in done.stdout
+
+
+def test_the_small_models_benchmark_measures_each_candidate_of_a_sweep(fer_zip, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from fer.model import ModelConfig, build_model
+    from fer.weights import save_weights
+    from tests.conftest import REPO, fer_spec
+    cfg = ModelConfig(arch="shufflenet_v2_x0_5", dropout=0.0, stem="stride1")
+    (tmp_path / "sweep" / "shufflenet").mkdir(parents=True)
+    save_weights(build_model(cfg).eval(), fer_spec(cfg), tmp_path / "sweep" / "shufflenet" / "model.safetensors",
+                 val_acc=0.25, val_split="public")
+    out = tmp_path / "small"
+    done = subprocess.run([sys.executable, "benchmarks/small_models.py", str(tmp_path / "sweep"), "--weights",
+                           "--data", str(fer_zip), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert row["arch"] == "shufflenet_v2_x0_5" and row["stem"] == "stride1" and row["val_acc"] == 0.25
+    assert 0 < row["gmac"] < 0.05 and row["int8_batch1_images_per_second"] > 0 and row["int8_mb"] > 0
+    assert "| shufflenet_v2_x0_5 | stride1 | 48 | 25.00% |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 5_000

@@ -110,7 +110,7 @@ def test_5_calibrate_never_writes_a_temperature_its_loader_refuses(fer_folder, u
                                                                    monkeypatch, fitted):
     import fer.calibrate
     import fer.cli
-    monkeypatch.setattr(fer.cli, "MIN_CALIBRATION_FACES", 1)
+    monkeypatch.setattr(fer.calibrate, "MIN_CALIBRATION_FACES", 1)
     monkeypatch.setattr(fer.calibrate, "fit_temperature", lambda log_probs, labels: fitted)
     weights = tmp_path / "m.safetensors"
     shutil.copy(untrained_weights, weights)

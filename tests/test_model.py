@@ -12,6 +12,21 @@ def test_every_stem_maps_a_48px_gray_face_to_7_logits(stem):
         assert model(torch.randn(2, 1, 48, 48)).shape == (2, 7)
 
 
+@pytest.mark.parametrize("arch, channels", [("mobilenet_v3_small", 1), ("shufflenet_v2_x0_5", 3)])
+def test_the_stride1_stem_doubles_the_last_feature_map_of_any_network(arch, channels):
+    def last_map(stem):
+        model = build_model(ModelConfig(arch=arch, dropout=0.0, stem=stem, channels=channels)).eval()
+        maps = []
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        convs[-1].register_forward_hook(lambda module, args, out: maps.append(out.shape[-1]))
+        with torch.inference_mode():
+            assert model(torch.randn(1, channels, 48, 48)).shape == (1, 7)
+        return maps[0]
+    assert last_map("imagenet") == 2 and last_map("stride1") == 3
+    with pytest.raises(ValueError, match="ResNet stem"):
+        ModelConfig(arch=arch, dropout=0.0, stem="cifar")
+
+
 def test_built_from_torchvision_resnet50():
     from torchvision.models.resnet import Bottleneck, ResNet
     model = build_model(ModelConfig())

@@ -1,0 +1,121 @@
+"""The small model's Pareto table (issue 32): for each trained candidate, its selection-split accuracy (PublicTest)
+against its size, its compute and its int8 ONNX Runtime speed, measured here in one sitting, the shipped
+ResNet50 beside them.
+
+    python benchmarks/small_models.py runs/sweeps/small_pilots --data ../shared/data/fer2013.zip \
+        --out benchmarks/results/small_models
+
+Each candidate is a weights file (`--weights` files, and every RUN/model.safetensors of the sweep folders
+given). Its int8 model is made with the project's own `export --int8` (calibrated on 512 training faces) into a
+scratch folder; speed is images/s of fer.inference.predict_probs at batch 1 and 64 (normalization included),
+the median of repeated timings, with torch's default threads. GMAC: multiply-accumulates of one 48-px face,
+counted by torch.utils.flop_counter. Writes OUT.json, OUT.md (the table) and OUT.png (accuracy against batch-1
+images/s). Time nothing while a training run has the machine (DEVELOPERS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fer.export import export_int8  # noqa: E402
+from fer.inference import OnnxEngine, predict_probs  # noqa: E402
+from fer.paths import DEFAULT_WEIGHTS  # noqa: E402
+from fer.runtime import machine_description  # noqa: E402
+from fer.weights import load_network, read_metadata  # noqa: E402
+
+
+def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def gmac(weights: Path) -> float:
+    model, spec = load_network(weights)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *spec.face.input_size))
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def measure(weights: Path, data, scratch: Path) -> dict:
+    meta = read_metadata(weights)
+    config = meta["config"]
+    int8 = export_int8(weights, data, scratch / f"{weights.parent.name}-{weights.stem}.int8.onnx")
+    engine = OnnxEngine(int8, weights, "onnx-int8")
+    faces = torch.randint(0, 256, (64, *engine.spec.face.shape), dtype=torch.uint8)
+    return {"weights": str(weights), "arch": config["arch"], "stem": config.get("stem", "imagenet"),
+            "image_size": config.get("image_size", 48), "val_acc": meta.get("val_acc"),
+            "val_split": meta.get("val_split"), "train_seconds": meta.get("train_seconds"),
+            "float16_mb": round(weights.stat().st_size / 1e6, 1), "int8_mb": round(int8.stat().st_size / 1e6, 1),
+            "gmac": round(gmac(weights), 4),
+            "int8_batch1_images_per_second": round(1 / median_seconds(lambda: predict_probs(engine, faces[:1]), 200), 1),
+            "int8_batch64_images_per_second": round(64 / median_seconds(lambda: predict_probs(engine, faces), 20), 1)}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| network | stem | size | PublicTest | train s | float16 MB | int8 MB | GMAC | int8 batch 1 | int8 batch 64 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r["int8_batch1_images_per_second"]):
+        acc = f"{r['val_acc']:.2%}" if r["val_acc"] is not None else "-"
+        lines.append(f"| {r['arch']} | {r['stem']} | {r['image_size']} | {acc} | {r['train_seconds'] or '-'} | "
+                     f"{r['float16_mb']} | {r['int8_mb']} | {r['gmac']} | {r['int8_batch1_images_per_second']:,.0f} | "
+                     f"{r['int8_batch64_images_per_second']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        if r["val_acc"] is None:
+            continue
+        ax.scatter(r["int8_batch1_images_per_second"], 100 * r["val_acc"])
+        ax.annotate(f"{r['arch']} ({r['stem']})", (r["int8_batch1_images_per_second"], 100 * r["val_acc"]),
+                    fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set(xscale="log", xlabel="int8 images/s at batch 1 (this machine)", ylabel="PublicTest accuracy (%)",
+           title="Small models: accuracy against speed")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders: every RUN/model.safetensors in them")
+    parser.add_argument("--weights", nargs="*", type=Path, default=[DEFAULT_WEIGHTS],
+                        help="more weights files (default: the shipped model, the reference)")
+    parser.add_argument("--data", required=True, help="FER-2013 (training faces calibrate the int8 models)")
+    parser.add_argument("--out", type=Path, required=True, help="OUT.json, OUT.md and OUT.png are written")
+    args = parser.parse_args()
+    candidates = list(args.weights) + sorted(p for s in args.sweeps for p in s.glob("*/model.safetensors"))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fer-small-") as scratch:
+        for weights in candidates:
+            rows.append(measure(weights, args.data, Path(scratch)))
+            print(json.dumps(rows[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"machine": machine_description(torch.device("cpu")), "threads": torch.get_num_threads(), "rows": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(table(rows))
+    chart(rows, args.out.with_suffix(".png"))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

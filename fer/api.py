@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
 from .inference import load_engines, predict_probs, spec_of
 from .spec import ModelSpec
@@ -36,7 +35,7 @@ class Model:
         return "+".join(e.name for e in self.engines)
 
     @property
-    def network(self) -> torch.nn.Module:
+    def network(self) -> "torch.nn.Module":
         """The PyTorch network (one model loaded with engine "torch")."""
         if len(self.engines) != 1 or not hasattr(self.engines[0], "model"):
             raise AttributeError(f"a {self.engine} model has no single PyTorch network: fer.load(weights, "
@@ -64,14 +63,14 @@ class Model:
         from .images import as_image
         from .preprocess import preprocess_face
         face = self.spec.face
-        if isinstance(crops, (np.ndarray, torch.Tensor)) and np.ndim(crops) in (3, 4):
+        if hasattr(crops, "__array__") and np.ndim(crops) in (3, 4):  # an array or a tensor of crops
             crops = list(np.asarray(crops))
         if isinstance(crops, (str, bytes, os.PathLike)) or not len(crops):
             raise ValueError("predict_faces takes a list (or an N x H x W array) of face crops; "
                              "predict() finds the faces in a photo")
         arrays = [np.asarray(as_image(c)) if not isinstance(c, np.ndarray) else c for c in crops]
-        batch = torch.from_numpy(np.stack([preprocess_face(a, face) for a in arrays]))
-        return predict_probs(self, batch, tta=tta, temperature=None).numpy()
+        batch = np.stack([preprocess_face(a, face) for a in arrays])
+        return predict_probs(self, batch, tta=tta, temperature=None)
 
     def __repr__(self) -> str:
         return (f"<fer.Model {self.spec.arch} on {self.engine}: {self.spec.face} faces -> "

@@ -164,7 +164,7 @@ def add_video_arguments(v: argparse.ArgumentParser) -> None:
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    from .explain import LAYERS
+    from .model import LAYERS
     from .preprocess import CLASSES
     p.add_argument("images", nargs="*", help="photos (jpg, png, webp, ...), or folders of photos")
     p.add_argument("--recursive", action="store_true", help="a folder's subfolders too")

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 
 from .detect import Face, crop_to_photo
 from .errors import ConfigError
+from .model import LAYERS
 from .preprocess import FaceFormat, normalize
 from .spec import ModelSpec
 
-LAYERS = ("layer4", "layer3", "layer2")  # a ResNet's stages that --explain-layer names most often
 MIN_GRID = 6
 
 

@@ -20,9 +20,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .datasets import load_split, splits_of
 from .errors import WeightsError, one_line, quote
 from .paths import DEFAULT_WEIGHTS, cache_dir
 from .preprocess import FaceFormat, normalize
@@ -62,6 +60,7 @@ def int8_onnx_path(weights) -> Path:
 def export_onnx(weights=None, out=None) -> Path:
     """The float32 ONNX model of a weights file (default: the shipped one), checked against PyTorch."""
     import onnx
+    import torch
     weights = Path(weights or DEFAULT_WEIGHTS)
     out = Path(out) if out else float_onnx_path(weights)
     check_outputs({"--out": out}, [weights])
@@ -86,6 +85,8 @@ def export_int8(weights=None, data=None, out=None, crops: int = CALIBRATION_CROP
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .datasets import load_split, splits_of
 
     weights = Path(weights or DEFAULT_WEIGHTS)
     out = Path(out) if out else int8_onnx_path(weights)
@@ -129,6 +130,7 @@ def _set_metadata(proto, weights: Path, precision: str, **extra) -> None:
 def _check_against_torch(path: Path, model, spec, weights) -> None:
     """The exported graph must give PyTorch's logits (float32) on a random batch."""
     import onnxruntime as ort
+    import torch
     x = torch.randn(8, *spec.face.input_size)
     with torch.inference_mode():
         expected = model(x).numpy()
@@ -139,17 +141,47 @@ def _check_against_torch(path: Path, model, spec, weights) -> None:
                            f"(max {np.abs(got - expected).max():.2e})")
 
 
-def onnx_metadata(path) -> dict:
-    """The metadata of one of our ONNX files; WeightsError for a missing, truncated or foreign file."""
+def ort_session(path):
+    """ONNX Runtime's session for the ONNX file at `path`, or None where it cannot load one from it."""
+    import onnxruntime as ort
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - ONNX Runtime raises its own kinds for missing, damaged or odd graphs
+        return None
+
+
+def _read_graph(path: Path, session) -> tuple[dict, list, list]:
+    """(metadata, the graph's inputs as (name, dims), its outputs' dims), dims None where not fixed. From the
+    session where ONNX Runtime could load the file (the `onnx` package costs the one-photo command most of a
+    second to import); else from the file itself, which says why it is no model of ours."""
+    def fixed(dims):
+        return [d if isinstance(d, int) else None for d in dims]
+    if session is not None:
+        return (dict(session.get_modelmeta().custom_metadata_map),
+                [(i.name, fixed(i.shape)) for i in session.get_inputs()],
+                [fixed(o.shape) for o in session.get_outputs()])
     import onnx
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"no ONNX file at {quote(path)}")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises several kinds for damaged files
         raise WeightsError(f"{quote(path)} is not an ONNX model ({one_line(e)[:160]})") from None
-    meta = {p.key: p.value for p in proto.metadata_props}
+
+    def dims(value):
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    initializers = {t.name for t in proto.graph.initializer}
+    return ({p.key: p.value for p in proto.metadata_props},
+            [(i.name, dims(i)) for i in proto.graph.input if i.name not in initializers],
+            [dims(o) for o in proto.graph.output])
+
+
+def onnx_metadata(path, session=None) -> dict:
+    """The metadata of one of our ONNX files; WeightsError for a missing, truncated or foreign file, or one
+    whose graph does not read the faces its metadata names. session: ONNX Runtime's for the file, where the
+    caller has one."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"no ONNX file at {quote(path)}")
+    meta, inputs, outputs = _read_graph(path, session if session is not None else ort_session(path))
     if meta.get("format") != ONNX_FORMAT:
         raise WeightsError(f"{quote(path)} is an ONNX model but not one of fer's (no '{ONNX_FORMAT}' metadata)")
     try:
@@ -165,26 +197,18 @@ def onnx_metadata(path) -> dict:
         FaceFormat(input_size[1], input_size[0])
     except ValueError:
         raise WeightsError(f"{quote(path)} has no input size C x H x W of a square face in its metadata") from None
-    _check_graph(proto, path, len(classes), input_size)
+    # The graph takes N x C x H x W faces (1 x 48 x 48 for FER-2013's models) and gives N x classes logits: a
+    # file carrying another graph under fer's metadata is refused here, not when a photo reaches it.
+    if [name for name, _ in inputs] != [INPUT_NAME] or inputs[0][1][1:] != input_size or len(outputs) != 1 \
+            or outputs[0][1:] != [len(classes)]:
+        raise WeightsError(f"{quote(path)} carries fer's metadata but its graph does not map N x "
+                           f"{' x '.join(map(str, input_size))} faces to N x {len(classes)} scores")
     return meta
 
 
-def _check_graph(proto, path: Path, n_classes: int, input_size: list[int]) -> None:
-    """The graph takes N x C x H x W faces (its metadata's input size; 1 x 48 x 48 for FER-2013's models) and
-    gives N x classes logits: a file carrying another graph under fer's metadata is refused here, not when a
-    photo reaches it."""
-    def dims(value):
-        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    if [i.name for i in inputs] != [INPUT_NAME] or dims(inputs[0])[1:] != input_size or \
-            len(proto.graph.output) != 1 or dims(proto.graph.output[0])[1:] != [n_classes]:
-        raise WeightsError(f"{quote(path)} carries fer's metadata but its graph does not map N x "
-                           f"{' x '.join(map(str, input_size))} faces to N x {n_classes} scores")
-
-
-def check_onnx(path, weights) -> dict:
+def check_onnx(path, weights, session=None) -> dict:
     """The ONNX file's metadata if it was made from `weights`, for their classes and this code's input."""
-    meta = onnx_metadata(path)
+    meta = onnx_metadata(path, session)
     weights_meta = read_metadata(weights)
     if meta.get("weights_sha256") != weights_digest(weights):
         raise WeightsError(f"{quote(path)} was exported from other weights than {quote(weights)} "

@@ -20,12 +20,11 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
-import torch
-import torchvision
-from torch import nn
-
 from .errors import ConfigError
 from .preprocess import IMAGE_SIZE, FaceFormat
+
+# torch and torchvision are imported where a network is built, not here: a ModelConfig of a registered backbone
+# is read and checked without them, so the int8 path (fer predict) never loads PyTorch.
 
 # How a ResNet reads a 48-px face before layer1, and the size layer1 sees:
 #   imagenet   7x7 stride-2 conv + max-pool (torchvision's own): 12 x 12, cheapest
@@ -37,6 +36,7 @@ from .preprocess import IMAGE_SIZE, FaceFormat
 STEMS = ("imagenet", "no_maxpool", "cifar", "stride1")
 ANY_NETWORK_STEMS = ("imagenet", "stride1")
 NORMS = ("batch", "group")
+LAYERS = ("layer4", "layer3", "layer2")  # a ResNet's stages that Grad-CAM (--explain-layer) names most often
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ class ModelConfig:
 @functools.cache
 def torchvision_archs() -> tuple[str, ...]:
     """torchvision's classification models, by name."""
+    import torchvision
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -143,6 +144,7 @@ def backbone(arch: str) -> Backbone:
 
 @functools.cache
 def _torchvision_backbone(name: str) -> Backbone:
+    import torchvision
     resnet = torchvision.models.get_model_builder(name).__module__ == "torchvision.models.resnet"
     return Backbone(name, functools.partial(torchvision_network, name), resnet=resnet)
 
@@ -158,6 +160,8 @@ AUX_LOGITS = ("googlenet", "inception_v3")
 
 def torchvision_network(name: str, cfg: ModelConfig) -> nn.Module:
     """torchvision's network `name`, untrained, for cfg's classes and channels (and a ResNet's stem and norm)."""
+    import torchvision
+    from torch import nn
     options = {"aux_logits": False, "init_weights": True} if name in AUX_LOGITS else {}
     resnet = _torchvision_backbone(name).resnet
     if resnet:
@@ -200,6 +204,7 @@ def resnet50_dropout(cfg: ModelConfig) -> nn.Module:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The untrained network of a config: its backbone's, with dropout before the classifier if asked."""
+    from torch import nn
     model = backbone(cfg.arch).build(cfg)
     if cfg.head_dropout > 0:
         head_name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
@@ -219,6 +224,7 @@ def load_state(model: nn.Module, state: dict) -> None:
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     """The convolution that reads the picture: the first Conv2d with three input channels."""
+    from torch import nn
     return next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3)
 
 
@@ -226,6 +232,7 @@ def check_input_size(cfg: ModelConfig) -> None:
     """ConfigError unless the network reads a face of the config's size (vit_b_16 reads 224 px only; alexnet's
     pooling leaves nothing of 48 px): one forward pass of an untrained copy, before any data is read. (Not on
     torch's meta device: some architectures' initialisation reads values there, and fails for that alone.)"""
+    import torch
     try:
         with torch.no_grad():
             build_model(cfg).eval()(torch.zeros(1, *cfg.face.input_size))
@@ -236,6 +243,7 @@ def check_input_size(cfg: ModelConfig) -> None:
 
 def dropout_after_activations(model: nn.Module, p: float) -> None:
     """Dropout(p) after every ReLU module's every call."""
+    from torch import nn
     # torchvision's Bottleneck calls its one `relu` module three times, so wrapping each ReLU module
     # puts dropout after all 49 activations of the network (the stem's and 3 in each of 16 blocks).
     for parent in list(model.modules()):

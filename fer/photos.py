@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from .detect import DetectorConfig, Face, crop_face, detect_faces
@@ -53,7 +52,7 @@ def predict_image(image, models=None, tta: bool = False, temperature: float | No
             return {**result, "faces": []}
         faces = [Face((0, 0, image.width, image.height), score=None)]
     photo = to_channels(image, fmt.channels)
-    crops = torch.from_numpy(np.stack([crop_face(photo, face, align, fmt) for face in faces]))
+    crops = np.stack([crop_face(photo, face, align, fmt) for face in faces])
     probs = predict_probs(models, crops, tta=tta, temperature=temperature)
     classes = classes_of(models)
     return {**result, "faces": [

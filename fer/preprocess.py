@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 IMAGE_SIZE = 48
@@ -73,8 +72,12 @@ def preprocess_face(image: np.ndarray, face: FaceFormat = FaceFormat()) -> np.nd
     return cv2.cvtColor(luma, cv2.COLOR_YCrCb2RGB)
 
 
-def normalize(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 crops N x H x W (gray) or N x H x W x 3 (RGB), on any device -> float N x C x H x W, normalized
-    like training."""
+def normalize(images_u8):
+    """uint8 crops N x H x W (gray) or N x H x W x 3 (RGB) -> float32 N x C x H x W, normalized like training:
+    a torch tensor (on any device) for a torch tensor, a NumPy array for a NumPy array (the int8 path, which
+    never loads PyTorch). The same float32 operations in the same order: both give the same numbers."""
+    if isinstance(images_u8, np.ndarray):
+        x = (images_u8.astype(np.float32) / np.float32(255.0) - np.float32(NORM_MEAN)) / np.float32(NORM_STD)
+        return np.ascontiguousarray(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2))
     x = (images_u8.float() / 255.0 - NORM_MEAN) / NORM_STD
     return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)

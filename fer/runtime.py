@@ -1,5 +1,6 @@
-"""Where and how code runs: the device, bf16 autocast, torchrun's processes, the machine's description,
+"""Where and how code runs: the device, bf16 autocast, the machine's description (torchrun: fer.distributed),
 and the one way files are written (a temp file renamed over the target, so no reader ever sees half a file).
+PyTorch is imported inside the functions that use it: the int8 path writes files through here without it.
 """
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ import os
 import platform
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from .errors import ConfigError
 
@@ -20,8 +18,9 @@ from .errors import ConfigError
 # Device and precision
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto") -> "torch.device":
     """auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N; ConfigError for anything else."""
+    import torch
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -39,6 +38,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_fast_bf16() -> bool:
+    import torch
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -47,6 +47,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def autocast_for(device: torch.device, enabled: bool = True):
     """bf16 autocast where the hardware runs it fast (CUDA, CPUs with AMX/AVX512-BF16), else off."""
+    import torch
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled and cpu_has_fast_bf16())
@@ -70,63 +71,13 @@ def cpu_model() -> str:
 
 def machine_description(device: torch.device | str = "cpu") -> str:
     """One line naming the hardware a number was measured on."""
+    import torch
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     flags = ", ".join(name for name, present in cpu_flags().items() if present) or "no AVX-512"
     return (f"{cpu_model()}, {os.cpu_count()} cores ({flags}), {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}")
-
-
-# ---------------------------------------------------------------------------------------------------
-# torchrun
-
-
-@dataclass
-class Dist:
-    """This process's place in a torchrun job; rank 0 of 1 when not distributed."""
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            torch.distributed.all_reduce(tensor)
-        return tensor
-
-    def max(self, value: float, device) -> float:
-        if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
-        return float(tensor)
-
-    def from_rank0(self, value):
-        if not self.enabled:
-            return value
-        box = [value]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-def init_distributed(device_name: str, batch_size: int) -> tuple[Dist, torch.device]:
-    """One process: (Dist(), the device asked for). Under torchrun: join the group (NCCL on GPUs, gloo on
-    CPUs) and take this rank's GPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist(), pick_device(device_name)
-    use_cuda = torch.cuda.is_available() and device_name != "cpu"
-    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    dist = Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    if batch_size % dist.world:
-        raise ConfigError(f"--batch-size {batch_size} must be a multiple of the {dist.world} processes")
-    if use_cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-        return dist, device
-    return dist, torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
-from torchvision.ops import box_convert, box_iou
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,15 @@ def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two x, y, w, h boxes (0 for two empty ones)."""
-    boxes = box_convert(torch.from_numpy(np.stack([a, b]).astype(np.float64)), "xywh", "xyxy")
-    overlap = float(box_iou(boxes[:1], boxes[1:])[0, 0])
-    return overlap if math.isfinite(overlap) else 0.0
+    """Intersection over union of two x, y, w, h boxes (0 for two empty ones). Written out rather than
+    torchvision.ops.box_iou: that would load PyTorch (seconds, most of a gigabyte) into `fer video`, whose int8
+    path needs nothing else of it (issue 32)."""
+    (ax, ay, aw, ah), (bx, by, bw, bh) = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    width = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    height = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    overlap = width * height
+    union = aw * ah + bw * bh - overlap
+    return overlap / union if union > 0 else 0.0
 
 
 class FaceTracker:

@@ -45,7 +45,8 @@ from .preprocess import normalize
 from .run_files import (check_optimizer_state, check_writable, log_epoch, open_tensorboard, paths_for,
                         save_checkpoint, snapshot_path, write_history)
 from .run_setup import init_from, prepare_run, training_sets
-from .runtime import Dist, autocast_for, init_distributed, machine_description
+from .distributed import Dist, init_distributed
+from .runtime import autocast_for, machine_description
 from .spec import ModelSpec
 from .weights import save_weights
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .detect import DetectorConfig, crop_face, detect_faces
@@ -257,8 +256,8 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: F
         tracker.update([], t)
         return []
     photo = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if fmt.channels == 1 else rgb
-    probs = predict_probs(models, torch.from_numpy(np.stack([crop_face(photo, f, fmt=fmt) for f in faces])),
-                          tta=cfg.tta, temperature=None).numpy()
+    probs = predict_probs(models, np.stack([crop_face(photo, f, fmt=fmt) for f in faces]), tta=cfg.tta,
+                          temperature=None)
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
     tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])

@@ -1,5 +1,6 @@
 """Weights as safetensors, with the model's spec (fer.spec.ModelSpec) and how it was made in the metadata.
-Nothing is unpickled.
+Nothing is unpickled. Reading a file's metadata needs no PyTorch (the int8 path reads it without); building the
+network, saving and loading tensors import it.
 
 Every field of the metadata is checked against what this code can use before anything is built, and every
 tensor against the model's shapes and for finite values: a tampered or foreign file is refused in one line.
@@ -10,9 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
 from .errors import ConfigError, WeightsError, one_line, quote
 from .model import build_model, load_state
@@ -29,11 +28,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def save_weights(model: torch.nn.Module, spec: ModelSpec, path, dtype=torch.float16, **info) -> Path:
-    """Write the model's weights (float16 by default) and its spec atomically.
+def save_weights(model: "torch.nn.Module", spec: ModelSpec, path, dtype=None, **info) -> Path:
+    """Write the model's weights (dtype: torch.float16 unless given) and its spec atomically.
 
     info: how it was made, stored beside the spec: val_acc, val_split, epoch, train_config, ... (JSON values).
     """
+    import torch
+    dtype = torch.float16 if dtype is None else dtype
     if not isinstance(spec, ModelSpec):
         raise TypeError(f"save_weights takes the model's ModelSpec, not {type(spec).__name__}")
     clash = sorted(set(info) & set(SPEC_KEYS))
@@ -56,6 +57,7 @@ def save_weights(model: torch.nn.Module, spec: ModelSpec, path, dtype=torch.floa
 def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
     """Serialized in memory and written by us, into atomic_write's temp file: safetensors' own save_file goes
     through a hidden temp file of its own, which a kill -9 would leave behind where nothing cleans it."""
+    from safetensors.torch import save
     Path(path).write_bytes(save(tensors, metadata=metadata))
 
 
@@ -78,7 +80,7 @@ def read_metadata(path) -> dict:
     if not path.is_file():
         raise WeightsError(f"no weights file at {quote(path)}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no tensor is read
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{quote(path)} is not a safetensors weights file ({one_line(e)})") from None
@@ -113,9 +115,10 @@ def read_spec(path) -> ModelSpec:
     return ModelSpec.from_metadata(read_metadata(path))
 
 
-def load_network(path=None, device="cpu") -> tuple[torch.nn.Module, ModelSpec]:
+def load_network(path=None, device="cpu") -> tuple["torch.nn.Module", ModelSpec]:
     """The network of a weights file (default: the shipped model) in float32, in eval mode, on `device`, and
     its spec."""
+    import torch
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     spec = read_spec(path)
     model = build_model(spec.network)

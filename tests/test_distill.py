@@ -27,11 +27,12 @@ def test_the_loss_is_the_labels_alone_at_weight_0_and_the_teacher_alone_at_weigh
 
 
 def test_a_student_that_already_agrees_with_its_teacher_gets_no_pull_from_it():
-    logits = torch.randn(4, 7, requires_grad=True)
+    # Seeded: float32 rounding of the two softmaxes, times T^2 = 16, reached 1.01e-6 on one unseeded draw.
+    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     teacher = F.softmax(logits.detach(), 1)
     loss = distillation_loss(logits, torch.zeros(4, dtype=torch.long), teacher, 1.0, 4.0)
     loss.backward()
-    assert loss.item() == pytest.approx(0.0, abs=1e-6) and logits.grad.abs().max() < 1e-6
+    assert loss.item() == pytest.approx(0.0, abs=1e-5) and logits.grad.abs().max() < 1e-5
 
 
 def test_temperature_softens_the_teacher_as_its_logits_divided_by_it():

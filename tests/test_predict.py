@@ -129,3 +129,28 @@ def test_animated_gif_uses_its_first_frame(tmp_path, model):
 def test_extreme_shapes_fall_back_to_the_whole_image(model, size):
     result = predict_image(Image.new("RGB", size, "gray"), model, whole_image=True)
     assert not result["face_found"] and result["faces"][0]["box"] == [0, 0, *size]
+
+
+def test_the_int8_path_never_imports_pytorch(tmp_path):
+    """`fer predict`, `fer video` and fer.load().predict with the shipped int8 model run on NumPy, ONNX Runtime
+    and OpenCV alone: importing PyTorch would cost the one-photo command seconds and most of a gigabyte."""
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    code = f"""
+import sys
+from fer.cli import main
+rc = main(["predict", {str(PORTRAITS[0])!r}, "--out", {str(tmp_path)!r}, "--json"])
+rc = rc or main(["video", {str(REPO / "videos" / "portraits.mp4")!r}, "--every", "10", "--csv",
+                 {str(tmp_path / "clip.csv")!r}])
+import fer
+result = fer.load().predict({str(PORTRAITS[1])!r})
+assert result["faces"] and result["engine"] == "onnx-int8", result
+loaded = [name for name in ("torch", "torchvision") if name in sys.modules]
+print("loaded:", loaded)
+sys.exit(rc or (3 if loaded else 0))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stdout[-500:] + run.stderr[-2000:]
+    assert '"label"' in run.stdout and "loaded: []" in run.stdout
+    assert list(tmp_path.glob("*.fer.jpg")) and (tmp_path / "clip.csv").stat().st_size > 100

@@ -185,3 +185,18 @@ def test_a_camera_that_is_not_there_is_one_line_and_exit_2(tmp_path, capsys, unt
     argv = ["video", "--camera", "7", "--weights", untrained_weights, "--no-progress"]
     code, _, err = run(argv + (["--out", tmp_path / "cam.mp4"] if record else []), capsys)
     assert code == 2 and err.count("\n") == 1 and ("camera" in err)
+
+
+def test_the_tracker_s_iou_is_torchvision_s():
+    """tracking.iou is written out so that `fer video` never loads PyTorch; it must equal box_iou."""
+    import torch
+    from torchvision.ops import box_convert, box_iou
+    from fer.tracking import iou
+    rng = np.random.default_rng(0)
+    boxes = np.concatenate([rng.integers(0, 100, (200, 2)), rng.integers(0, 60, (200, 2))], axis=1)
+    boxes[:5, 2:] = 0  # empty boxes among them
+    xyxy = box_convert(torch.from_numpy(boxes.astype(np.float64)), "xywh", "xyxy")
+    expected = torch.nan_to_num(box_iou(xyxy[:100], xyxy[100:]).diagonal(), nan=0.0).numpy()
+    got = np.array([iou(a, b) for a, b in zip(boxes[:100], boxes[100:])])
+    assert np.allclose(got, expected) and (got > 0).sum() > 10
+    assert iou(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 0])) == 0.0

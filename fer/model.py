@@ -171,6 +171,15 @@ def torchvision_network(name: str, cfg: ModelConfig) -> nn.Module:
         if cfg.norm == "group":
             options["norm_layer"] = lambda channels: nn.GroupNorm(32, channels)
     model = torchvision.models.get_model(name, weights=None, num_classes=cfg.num_classes, **options)
+    adapt_stem(model, cfg, resnet)
+    return model
+
+
+def adapt_stem(model: nn.Module, cfg: ModelConfig, resnet: bool) -> None:
+    """Make a network built for 224-px RGB pictures read cfg's faces: its first convolution reads cfg's channels,
+    and cfg's stem (STEMS) sets how far it shrinks them before its first stage (a ResNet's stems need its
+    `maxpool`)."""
+    from torch import nn
     stem_name, stem = first_conv(model)
     if resnet and cfg.stem == "cifar":
         model.set_submodule(stem_name, nn.Conv2d(cfg.channels, stem.out_channels, kernel_size=3, stride=1,
@@ -183,7 +192,6 @@ def torchvision_network(name: str, cfg: ModelConfig) -> nn.Module:
         model.maxpool = nn.Identity()
     if cfg.stem == "stride1":
         model.get_submodule(stem_name).stride = (1, 1)
-    return model
 
 
 @register("resnet50", resnet=True)
@@ -200,6 +208,56 @@ def resnet50_dropout(cfg: ModelConfig) -> nn.Module:
     if cfg.dropout > 0:
         dropout_after_activations(model, cfg.dropout)
     return model
+
+
+def narrow_resnet(cfg: ModelConfig, width: int, blocks=(2, 2, 2, 2)) -> nn.Module:
+    """ResNet18's design (torchvision's BasicBlocks, two a stage) at a fraction of its width: stages of width,
+    2 x width, 4 x width and 8 x width channels (torchvision's resnet18 has 64, so width 32 costs about a quarter
+    of its compute and parameters). The modules keep torchvision's names (conv1, bn1, maxpool, layer1-4, fc),
+    so every ResNet stem, Grad-CAM's layers and the int8 export treat it as they treat resnet18. torchvision
+    builds ResNets of its own widths only (BasicBlock refuses width_per_group)."""
+    from torch import nn
+    from torchvision.models.resnet import BasicBlock, conv1x1
+    norm = (lambda channels: nn.GroupNorm(min(32, channels // 4), channels)) if cfg.norm == "group" else nn.BatchNorm2d
+
+    def stage(cin, cout, count, stride):
+        downsample = None
+        if stride != 1 or cin != cout:
+            downsample = nn.Sequential(conv1x1(cin, cout, stride), norm(cout))
+        return nn.Sequential(BasicBlock(cin, cout, stride, downsample, norm_layer=norm),
+                             *(BasicBlock(cout, cout, norm_layer=norm) for _ in range(count - 1)))
+
+    widths = [width * 2 ** i for i in range(len(blocks))]
+    layers = [(f"layer{i + 1}", stage(widths[max(i - 1, 0)], w, n, 1 if i == 0 else 2))
+              for i, (w, n) in enumerate(zip(widths, blocks))]
+    model = nn.Sequential(collections.OrderedDict([
+        ("conv1", nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)), ("bn1", norm(width)),
+        ("relu", nn.ReLU(inplace=True)), ("maxpool", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
+        *layers, ("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(widths[-1], cfg.num_classes))]))
+    # torchvision's ResNet initialisation, zero_init_residual included (see torchvision_network).
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
+    adapt_stem(model, cfg, resnet=True)
+    return model
+
+
+# The small fast model's ResNet candidates (issue 32): plain 3x3 convolutions, which int8 treats best (the small
+# pilots: resnet18 lost nothing to int8, mobilenet_v3_small's hard-swish and depthwise convolutions 6 points).
+@register("resnet18_w32", resnet=True)
+def resnet18_w32(cfg: ModelConfig) -> nn.Module:
+    return narrow_resnet(cfg, 32)
+
+
+@register("resnet18_w16", resnet=True)
+def resnet18_w16(cfg: ModelConfig) -> nn.Module:
+    return narrow_resnet(cfg, 16)
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -75,3 +75,22 @@ def test_config_round_trips_and_rejects_nonsense():
         ModelConfig(stem="huge")
     with pytest.raises(ValueError, match="resnet50_dropout"):
         ModelConfig(arch="resnet50", dropout=0.1)
+
+
+def test_the_narrow_resnet_is_resnet18_at_a_fraction_of_its_width():
+    from fer.model import narrow_resnet
+    cfg = ModelConfig(arch="resnet18", dropout=0.0)
+    full, ours = build_model(cfg), narrow_resnet(cfg, 64)  # at torchvision's own width: the same network
+    assert {k: v.shape for k, v in full.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    x = torch.randn(2, 1, 48, 48)
+    ours.load_state_dict(full.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(ours.eval()(x), full.eval()(x))
+    for arch, width in (("resnet18_w32", 32), ("resnet18_w16", 16)):
+        for stem in STEMS:
+            for norm in ("batch", "group"):
+                model = build_model(ModelConfig(arch=arch, dropout=0.0, stem=stem, norm=norm)).eval()
+                with torch.inference_mode():
+                    assert model(x).shape == (2, 7)
+                assert model.conv1.in_channels == 1 and model.layer4[-1].conv2.out_channels == 8 * width
+                assert isinstance(model.maxpool, nn.Identity) == (stem in ("no_maxpool", "cifar"))

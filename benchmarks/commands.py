@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--tree", default=str(REPO), help="the checkout whose fer runs (default: this one)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--search-every", default=None, metavar="S",
+                        help="pass --search-every S to the video command (default: the command's own default)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "commands.json"))
     args = parser.parse_args()
     tree = Path(args.tree).resolve()
@@ -75,8 +77,9 @@ def main() -> None:
             walk = (Walk("grace_hopper.jpg", (0.3, 0.5), (0.7, 0.5), (150, 190)),)
             clip = write_clip(Path(scratch) / "one_face.mp4",
                               render(walk, (640, 480), fps=VIDEO_FPS, seconds=VIDEO_FRAMES / VIDEO_FPS), fps=VIDEO_FPS)
+            follow = ["--search-every", args.search_every] if args.search_every is not None else []
             video = measure(tree, ["video", str(clip), "--out", str(Path(scratch) / "out.mp4"), "--csv",
-                                   str(Path(scratch) / "out.csv")], args.repeats)
+                                   str(Path(scratch) / "out.csv"), *follow], args.repeats)
         video["frames"] = VIDEO_FRAMES
         video["frames_per_second"] = round(VIDEO_FRAMES / video["median_seconds"], 1)
         result["video"] = video

@@ -10,6 +10,7 @@ and accuracy on the original crops, for the same faces; the rotated set with and
 cascade's detection rate for comparison. Thresholds are chosen on PublicTest only.
 
     python benchmarks/photo_path.py ../shared/data/fer2013-test-raw.zip [--n 3589] [--weights W] [--sets ...]
+        [--detect-side 640]
 """
 from __future__ import annotations
 
@@ -110,6 +111,8 @@ def main():
     parser.add_argument("--weights", nargs="+", default=None)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.7])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--detect-side", type=int, default=DetectorConfig().detect_side,
+                        help="the long side YuNet sees (fer.detect.DetectorConfig; benchmarks/detect_sizes.py)")
     parser.add_argument("--sets", nargs="+", default=None,
                         help="upright, rotated, turned_90, turned_180, turned_270 (default: all)")
     args = parser.parse_args()
@@ -118,7 +121,8 @@ def main():
     rng = np.random.default_rng(args.seed)
     labels = faces.labels
     direct = predict_probs(models, faces.images).argmax(1)
-    result = {"split": args.split, "n": len(faces), "direct_crop_accuracy": (direct == labels).float().mean().item()}
+    result = {"split": args.split, "n": len(faces), "detect_side": args.detect_side,
+              "direct_crop_accuracy": (direct == labels).float().mean().item()}
     sets = (("upright", 0.0, 0), ("rotated", 20.0, 0), ("turned_90", 0.0, 1), ("turned_180", 0.0, 2),
             ("turned_270", 0.0, 3))
     for name, max_angle, quarter in sets if not args.sets else [s for s in sets if s[0] in args.sets]:
@@ -127,7 +131,7 @@ def main():
             result["haar_found"] = haar_found(scenes)
         for threshold in args.thresholds:
             # Detected again for each threshold: a photo without a face above it is searched turned, too.
-            found, seconds = detect_all(scenes, DetectorConfig(score_threshold=threshold))
+            found, seconds = detect_all(scenes, DetectorConfig(score_threshold=threshold, detect_side=args.detect_side))
             result[f"{name}_t{threshold}_detect_ms"] = round(1000 * seconds, 1)
             for align in ((True, False) if name == "rotated" else (True,)):
                 run = photo_path(scenes, found, models, threshold, align)

@@ -93,3 +93,31 @@ def calibration_report(engine, faces, temperature: float) -> tuple[torch.Tensor,
     """The probabilities of `faces` before and after dividing the logits by `temperature`."""
     before = log_probs_of(engine, faces.images)
     return before.softmax(1), (before / temperature).softmax(1)
+
+
+def calibrate_weights(path, data, split: str | None = None, out=None, report: str | None = None,
+                      chart=None) -> dict:
+    """`fer calibrate`: fit the temperature of the weights at `path` on `split` of `data`, then write it into
+    them (or into a copy at `out`). report: a split to measure the calibration error (ECE) on, before and after;
+    chart: its reliability diagram, written there. The caller checks the outputs first (fer.cli does): nothing
+    is written when the fit fails. Returns what was fitted and measured."""
+    from .datasets import load_split
+    from .inference import load_engine
+    model = load_engine(path, "torch")
+    try:
+        temperature, split, _ = calibrate_engine(model, data, split)
+    except DataError as error:
+        raise DataError(f"{path}: {error}; it is unchanged") from None
+    result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": split}
+    if report:
+        faces = load_split(data, report, face=model.spec.face).in_classes(model.spec.classes)
+        probs_before, probs_after = calibration_report(model, faces, temperature)
+        result.update({f"{report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),
+                       f"{report}_ece_after": round(expected_calibration_error(probs_after, faces.labels), 4)})
+        if chart:
+            from .charts import plot_reliability, save
+            save(plot_reliability({"before": reliability_bins(probs_before, faces.labels),
+                                   f"after (T = {temperature:.2f})": reliability_bins(probs_after, faces.labels)},
+                                  title=f"{report}: reliability"), chart)
+    write_temperature(path, temperature, out)
+    return {**result, "written": str(out or path)}

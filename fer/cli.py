@@ -148,6 +148,7 @@ def add_export_arguments(x: argparse.ArgumentParser) -> None:
 
 
 def add_video_arguments(v: argparse.ArgumentParser) -> None:
+    from .video import VideoConfig
     v.add_argument("video", nargs="?", help="any video OpenCV reads (mp4, avi, mov, webm, ...)")
     v.add_argument("--camera", type=int, default=None, metavar="N", help="camera N instead of a file (q quits)")
     add_weights_arguments(v)
@@ -155,6 +156,10 @@ def add_video_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("--out", default=None, help=f"write the annotated video here ({', '.join(VIDEO_SUFFIXES)})")
     v.add_argument("--csv", default=None, help="write one row per frame and face here")
     v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame (default 1: all)")
+    v.add_argument("--search-every", type=float, default=VideoConfig.search_every, metavar="S",
+                   help="search the whole frame every S seconds of video, and in between find each face again "
+                        f"near where it was, a few percent of the work (default {VideoConfig.search_every:g}; 0: every "
+                        "analysed frame)")
     v.add_argument("--max-rate", type=float, default=None, metavar="FPS",
                    help="analyse at most FPS frames per second of video, by time (the gallery uses 10)")
     v.add_argument("--smoothing", type=float, default=0.5,
@@ -369,12 +374,10 @@ def run_evaluate(args) -> int:
 
 
 def run_calibrate(args) -> int:
-    from .calibrate import calibrate_engine, calibration_report, expected_calibration_error, write_temperature
-    from .datasets import load_split
+    from .calibrate import calibrate_weights
     from .errors import DataError
     from .paths import DEFAULT_WEIGHTS
     from .runtime import check_outputs
-    from .inference import load_engine
     path = Path(args.weights) if args.weights else DEFAULT_WEIGHTS
     if args.out is None and not args.force:  # the shipped weights are tracked files: never rewritten by default
         raise DataError(f"calibrate writes the temperature into a weights file: give --out for a calibrated copy, "
@@ -387,25 +390,7 @@ def run_calibrate(args) -> int:
         from .charts import check_chart_path
         check_chart_path(args.chart)
     check_outputs({"--chart": args.chart, "--out": args.out}, [path, args.data])
-    model = load_engine(path, "torch")
-    try:
-        temperature, split, _ = calibrate_engine(model, args.data, args.split)
-    except DataError as error:
-        raise DataError(f"{path}: {error}; it is unchanged") from None
-    result = {"weights": str(path), "temperature": round(temperature, 4), "fitted_on": split}
-    if args.report:
-        faces = load_split(args.data, args.report, face=model.spec.face).in_classes(model.spec.classes)
-        probs_before, probs_after = calibration_report(model, faces, temperature)
-        result.update({f"{args.report}_ece_before": round(expected_calibration_error(probs_before, faces.labels), 4),
-                       f"{args.report}_ece_after": round(expected_calibration_error(probs_after, faces.labels), 4)})
-        if args.chart:
-            from .calibrate import reliability_bins
-            from .charts import plot_reliability, save
-            save(plot_reliability({"before": reliability_bins(probs_before, faces.labels),
-                                   f"after (T = {temperature:.2f})": reliability_bins(probs_after, faces.labels)},
-                                  title=f"{args.report}: reliability"), args.chart)
-    write_temperature(path, temperature, args.out)
-    print(json.dumps({**result, "written": str(args.out or path)}))
+    print(json.dumps(calibrate_weights(path, args.data, args.split, args.out, args.report, args.chart)))
     return 0
 
 
@@ -456,6 +441,8 @@ def run_video(args) -> int:
                         "no display; record the stream with --out or --csv")
     if args.max_rate is not None and not 0 < args.max_rate <= 1000:
         raise DataError(f"--max-rate must be between 0 and 1000 frames per second, not {args.max_rate}")
+    if not 0 <= args.search_every <= 60:
+        raise DataError(f"--search-every must be between 0 and 60 seconds, not {args.search_every}")
     if not 0 <= args.smoothing <= 60:
         raise DataError(f"--smoothing must be between 0 and 60 seconds, not {args.smoothing}")
     if args.out is not None and not args.out.lower().endswith(VIDEO_SUFFIXES):
@@ -463,7 +450,7 @@ def run_video(args) -> int:
     models = load_engines(args)
     result = analyze_video(args.camera if args.video is None else args.video, models, args.out, args.csv,
                            VideoConfig(every=args.every, smoothing=args.smoothing, max_rate=args.max_rate,
-                                       detector=detector_config(args), tta=args.tta),
+                                       search_every=args.search_every, detector=detector_config(args), tta=args.tta),
                            progress=not args.no_progress,
                            show=show)
     table = result.table

@@ -126,32 +126,61 @@ UPRIGHT_SIDE = 160  # pixels: the square around a face searched at each quarter 
 UPRIGHT_MARGIN = 1.6  # the square's side, in the face box's longer sides
 
 
-def _upright(small: np.ndarray, to_photo: np.ndarray, scale: float, face: Face, photo_size,
-             cfg: DetectorConfig) -> Face:
-    """The face as YuNet sees it in the quarter turn it scores highest, its box and landmarks in photo pixels."""
+def _search_square(small: np.ndarray, to_photo: np.ndarray, scale: float, face: Face, photo_size,
+                   cfg: DetectorConfig, quarter: int, square_side: int = UPRIGHT_SIDE) -> list[Face]:
+    """YuNet in the square around `face` (UPRIGHT_MARGIN times its box, scaled to `square_side` pixels) turned by
+    `quarter` quarter turns: the faces found there near its centre, in photo pixels. `small` is the picture
+    searched, `scale` its size over the photo's, `to_photo` the map from its pixels to the photo's."""
     x, y, w, h = face.box
     centre = np.array([x + w / 2, y + h / 2])
     side = UPRIGHT_MARGIN * max(w, h) * scale  # in the pixels of `small`
-    s = UPRIGHT_SIDE / side
-    to_square = np.array([[s, 0, UPRIGHT_SIDE / 2 - s * centre[0] * scale],
-                          [0, s, UPRIGHT_SIDE / 2 - s * centre[1] * scale], [0, 0, 1]])
+    s = square_side / side
+    to_square = np.array([[s, 0, square_side / 2 - s * centre[0] * scale],
+                          [0, s, square_side / 2 - s * centre[1] * scale], [0, 0, 1]])
+    turn = np.vstack([cv2.getRotationMatrix2D(((square_side - 1) / 2,) * 2, 90 * quarter, 1.0), [0, 0, 1]])
+    matrix = turn @ to_square  # small pixels -> the turned square
+    square = cv2.warpAffine(small, matrix[:2], (square_side, square_side), borderMode=cv2.BORDER_CONSTANT)
+    return _near(_detect(square, to_photo @ np.linalg.inv(matrix), photo_size, cfg), centre, max(w, h) / 2)
+
+
+def _upright(small: np.ndarray, to_photo: np.ndarray, scale: float, face: Face, photo_size,
+             cfg: DetectorConfig) -> Face:
+    """The face as YuNet sees it in the quarter turn it scores highest, its box and landmarks in photo pixels."""
     best_quarter, best_score = 0, -1.0  # upright as found, unless a turned search scores it higher
     for quarter in range(4):
-        turn = np.vstack([cv2.getRotationMatrix2D(((UPRIGHT_SIDE - 1) / 2,) * 2, 90 * quarter, 1.0), [0, 0, 1]])
-        matrix = turn @ to_square  # small pixels -> the turned square
-        square = cv2.warpAffine(small, matrix[:2], (UPRIGHT_SIDE, UPRIGHT_SIDE), borderMode=cv2.BORDER_CONSTANT)
-        back = to_photo @ np.linalg.inv(matrix)
-        found = _near(_detect(square, back, photo_size, cfg), centre, max(w, h) / 2)
+        found = _search_square(small, to_photo, scale, face, photo_size, cfg, quarter)
         if found and max(f.score for f in found) > best_score:
             best_quarter, best_score = quarter, max(f.score for f in found)
     if best_quarter == 0:
         return face
     # Found better turned: found again in the whole picture turned that way, for landmarks from all its pixels
     # (the small square's are off by a few pixels).
+    x, y, w, h = face.box
     turned, rotation = _turn(small, 90 * best_quarter)
     back = to_photo @ np.vstack([cv2.invertAffineTransform(rotation), [0, 0, 1]])
-    found = _near(_detect(turned, back, photo_size, cfg), centre, max(w, h) / 2)
+    found = _near(_detect(turned, back, photo_size, cfg), np.array([x + w / 2, y + h / 2]), max(w, h) / 2)
     return max(found, key=lambda f: f.score) if found else face
+
+
+def quarter_turns(face: Face) -> int:
+    """How many quarter turns (counter-clockwise) make the face upright, from its eyes' landmarks (0 without
+    them): the turn `find_again` searches it in."""
+    if not face.landmarks:
+        return 0
+    (rx, ry), (lx, ly) = face.landmarks[0], face.landmarks[1]  # YuNet's order: right eye, left eye, ...
+    return round(math.degrees(math.atan2(ly - ry, lx - rx)) / 90) % 4
+
+
+def find_again(frame_bgr: np.ndarray, face: Face, cfg: DetectorConfig = DetectorConfig()) -> Face | None:
+    """A face of an earlier frame, found again in this one: YuNet in the square around `face` (its box where
+    the face should be now), turned as the face was, the face at the size a whole-frame search sees it (at
+    least UPRIGHT_SIDE pixels a side): a fraction of a whole-frame search's work, and nearly its landmarks.
+    None where it is not there (hidden, gone, or moved further than half its size)."""
+    height, width = frame_bgr.shape[:2]
+    seen_at = cfg.detect_side / max(height, width)  # detect_faces's scale
+    side = max(UPRIGHT_SIDE, round(UPRIGHT_MARGIN * max(face.box[2:]) * seen_at))
+    found = _search_square(frame_bgr, np.eye(3)[:2], 1.0, face, (width, height), cfg, quarter_turns(face), side)
+    return max(found, key=lambda f: f.score) if found else None
 
 
 def _near(faces: list[Face], centre: np.ndarray, radius: float) -> list[Face]:

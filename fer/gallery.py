@@ -179,7 +179,7 @@ class Gallery:
         except FerError as e:
             self._show_error(e)
             return None
-        return [self._label(name, content, models) for name, content in items]
+        return [label_upload(name, content, models) for name, content in items]
 
     def _offer_classes(self, classes) -> None:
         """The heat-map picker offers the classes of the model picked (another data set has others)."""
@@ -195,31 +195,6 @@ class Gallery:
         self._busy("drawing the heat maps...")
         self._render()
 
-    def _label(self, name: str, content, models) -> dict:
-        entry = {"name": name, "content": content}
-        try:
-            if isinstance(content, Exception):
-                raise content
-            if Path(name).suffix.lower() in VIDEO_SUFFIXES:
-                entry["video"] = self._analyse_video(name, content, models)
-            else:
-                entry["image"] = open_image(content, name)
-                entry["result"] = predict_image(entry["image"], models)
-        except Exception as e:  # noqa: BLE001 - one bad upload shows its message; the gallery goes on
-            entry["error"] = one_line(e) if isinstance(e, FerError) else \
-                f"cannot label {quote(name)}: {type(e).__name__}: {one_line(e)}"
-        return entry
-
-    @staticmethod
-    def _analyse_video(name: str, content: bytes, models):
-        with tempfile.TemporaryDirectory(prefix="fer-gallery-") as scratch:
-            path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
-            path.write_bytes(content)
-            try:
-                return analyze_video(path, models, cfg=VideoConfig(max_rate=VIDEO_MAX_RATE), progress=False)
-            except DataError as e:
-                raise DataError(str(e).replace(quote(path), quote(name))) from None
-
     def _busy(self, text: str) -> None:
         self.upload.disabled = self.model_picker.disabled = self.map_picker.disabled = True
         self.status.value = BUSY.replace("TEXT", html.escape(text))
@@ -234,7 +209,7 @@ class Gallery:
         except FerError as e:
             self._show_error(e)
             return
-        built = [self._card(entry, explainer) for entry in self._entries]
+        built = [card(entry, explainer) for entry in self._entries]
         self.cards = [card for card, _ in built]
         self.cards_box.children = tuple(widget for _, widget in built)
         self.upload.disabled = self.model_picker.disabled = self.map_picker.disabled = False
@@ -244,46 +219,82 @@ class Gallery:
                        for c in self.cards)
         self.summary.value = f"<table><tr><th>file</th><th>labels, or why it failed</th></tr>{rows}</table>"
 
-    def _card(self, entry: dict, explainer: Explainer | None):
-        name = entry["name"]
-        again = f" <i>(the same file as {html.escape(entry['same_as'])}, uploaded again)</i>" \
-            if "same_as" in entry else ""
-        title = widgets.HTML(f"<b>{html.escape(name)}</b>{again}")
-        if "error" in entry:
-            shown = widgets.HTML(f"<span style='color:#b00'>{html.escape(entry['error'])}</span>")
-            return {"name": name, "error": entry["error"]}, widgets.VBox([title, shown])
-        if "video" in entry:
-            return self._video_card(name, entry["video"], title)
-        image, result = entry["image"], entry["result"]
-        drawn = draw_labels(image, result)
-        drawn.thumbnail((360, 360))
-        maps = explainer.face_maps(image, result) if explainer is not None else []
-        note = "" if result["face_found"] else f" <i>({html.escape(result['note'])})</i>"
-        faces = [] if result["faces"] else [widgets.HTML(f"<i>{NO_FACE_NOTE}</i>: no expression to read")]
-        for i, face in enumerate(result["faces"]):
-            bars = widgets.HTML(f"face {i + 1}: <b>{face['label']}</b>{note}" + probability_bars(face["probs"]))
-            if maps:
-                heat = png_widget(overlay_crop(maps[i]["crop"], maps[i]["cam"], size=120))
-                caption = widgets.HTML(f"<span style='font:11px sans-serif'>where it sees "
-                                       f"<b>{maps[i]['class']}</b></span>")
-                faces.append(widgets.HBox([bars, widgets.VBox([heat, caption])]))
-            else:
-                faces.append(bars)
-        card = {"name": name, "labels": [f["label"] for f in result["faces"]], "face_found": result["face_found"],
-                "heat_maps": len(maps)}
-        return card, widgets.VBox([title, widgets.HBox([png_widget(drawn), widgets.VBox(faces)])])
 
-    @staticmethod
-    def _video_card(name: str, result, title):
-        """A short video: each face's emotion timeline and its share of the time in each emotion."""
-        table = result.table
-        # Each face's timeline beside its clearest view, so that "face 2" has a face.
-        charts = [widgets.HBox([png_widget(result.thumbnails[face_id]) if face_id in result.thumbnails
-                                else widgets.HTML(), png_widget(plot_timeline(table, face_id))])
-                  for face_id in sorted(set(table["face_id"]))]
-        shares = emotion_shares(table) if len(table) else None
-        summary = widgets.HTML(f"{result.frames} frames, {result.frames / result.fps:.1f} s, "
-                               f"{len(charts)} face(s) followed" + ("" if charts else " <i>(no face found)</i>"))
-        parts = [title, summary, *charts] + ([png_widget(plot_emotion_shares(shares))] if charts else [])
-        labels = [shares.loc[i].idxmax() for i in shares.index] if charts else []
-        return {"name": name, "labels": labels, "video": True, "frames": result.frames}, widgets.VBox(parts)
+# What the gallery does with one upload: label it (a photo's faces, or a video's faces over time), then draw its
+# card. Module functions, not the Gallery's: they hold no widget state.
+
+
+def label_upload(name: str, content, models) -> dict:
+    """An upload's entry: {"name", "content"} and its "image" and "result" (a photo), its "video" (a
+    fer.video.VideoResult) or the "error" that stopped it (one bad upload shows its message; the gallery goes on)."""
+    entry = {"name": name, "content": content}
+    try:
+        if isinstance(content, Exception):
+            raise content
+        if Path(name).suffix.lower() in VIDEO_SUFFIXES:
+            entry["video"] = analyse_video_upload(name, content, models)
+        else:
+            entry["image"] = open_image(content, name)
+            entry["result"] = predict_image(entry["image"], models)
+    except Exception as e:  # noqa: BLE001 - each upload's error is its card's, whatever raised it
+        entry["error"] = one_line(e) if isinstance(e, FerError) else \
+            f"cannot label {quote(name)}: {type(e).__name__}: {one_line(e)}"
+    return entry
+
+
+def analyse_video_upload(name: str, content: bytes, models):
+    """A video upload's faces over time (at most VIDEO_MAX_RATE analysed frames a second); errors name the
+    upload, not the temporary file it was read from."""
+    with tempfile.TemporaryDirectory(prefix="fer-gallery-") as scratch:
+        path = Path(scratch) / f"upload{Path(name).suffix.lower()}"
+        path.write_bytes(content)
+        try:
+            return analyze_video(path, models, cfg=VideoConfig(max_rate=VIDEO_MAX_RATE), progress=False)
+        except DataError as e:
+            raise DataError(str(e).replace(quote(path), quote(name))) from None
+
+
+def card(entry: dict, explainer: Explainer | None) -> tuple[dict, widgets.Widget]:
+    """(what the card shows, for tests and the summary table; its widget) of one labelled upload."""
+    name = entry["name"]
+    again = f" <i>(the same file as {html.escape(entry['same_as'])}, uploaded again)</i>" \
+        if "same_as" in entry else ""
+    title = widgets.HTML(f"<b>{html.escape(name)}</b>{again}")
+    if "error" in entry:
+        shown = widgets.HTML(f"<span style='color:#b00'>{html.escape(entry['error'])}</span>")
+        return {"name": name, "error": entry["error"]}, widgets.VBox([title, shown])
+    if "video" in entry:
+        return video_card(name, entry["video"], title)
+    image, result = entry["image"], entry["result"]
+    drawn = draw_labels(image, result)
+    drawn.thumbnail((360, 360))
+    maps = explainer.face_maps(image, result) if explainer is not None else []
+    note = "" if result["face_found"] else f" <i>({html.escape(result['note'])})</i>"
+    faces = [] if result["faces"] else [widgets.HTML(f"<i>{NO_FACE_NOTE}</i>: no expression to read")]
+    for i, face in enumerate(result["faces"]):
+        bars = widgets.HTML(f"face {i + 1}: <b>{face['label']}</b>{note}" + probability_bars(face["probs"]))
+        if maps:
+            heat = png_widget(overlay_crop(maps[i]["crop"], maps[i]["cam"], size=120))
+            caption = widgets.HTML(f"<span style='font:11px sans-serif'>where it sees "
+                                   f"<b>{maps[i]['class']}</b></span>")
+            faces.append(widgets.HBox([bars, widgets.VBox([heat, caption])]))
+        else:
+            faces.append(bars)
+    shown = {"name": name, "labels": [f["label"] for f in result["faces"]], "face_found": result["face_found"],
+             "heat_maps": len(maps)}
+    return shown, widgets.VBox([title, widgets.HBox([png_widget(drawn), widgets.VBox(faces)])])
+
+
+def video_card(name: str, result, title) -> tuple[dict, widgets.Widget]:
+    """A short video: each face's emotion timeline and its share of the time in each emotion."""
+    table = result.table
+    # Each face's timeline beside its clearest view, so that "face 2" has a face.
+    charts = [widgets.HBox([png_widget(result.thumbnails[face_id]) if face_id in result.thumbnails
+                            else widgets.HTML(), png_widget(plot_timeline(table, face_id))])
+              for face_id in sorted(set(table["face_id"]))]
+    shares = emotion_shares(table) if len(table) else None
+    summary = widgets.HTML(f"{result.frames} frames, {result.frames / result.fps:.1f} s, "
+                           f"{len(charts)} face(s) followed" + ("" if charts else " <i>(no face found)</i>"))
+    parts = [title, summary, *charts] + ([png_widget(plot_emotion_shares(shares))] if charts else [])
+    labels = [shares.loc[i].idxmax() for i in shares.index] if charts else []
+    return {"name": name, "labels": labels, "video": True, "frames": result.frames}, widgets.VBox(parts)

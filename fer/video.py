@@ -1,6 +1,8 @@
 """Emotions over time: every face of a video (or the webcam) found, followed and labelled, frame by frame.
 
-The faces of a frame go through the same detection, crop and classifier as a photo (`fer.photos`), batched.
+The faces of a frame go through the same detection, crop and classifier as a photo (`fer.photos`), batched;
+with `search_every` S > 0 the whole frame is searched every S seconds of video and each face is found again in
+a small square around where it was in between (FaceFollower), which costs a few percent of a search.
 A tracker (fer.tracking) keeps each face's identity across frames: box overlap and the distance to where its
 motion says it should be, checked against its appearance (a colour histogram of the face). A face lost for up to
 `max_missing` seconds (hidden behind another) gets its id back near where it should be, one lost for up to
@@ -26,15 +28,15 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from .detect import DetectorConfig, crop_face, detect_faces
+from .detect import DetectorConfig, Face, crop_face, detect_faces, find_again
 from .errors import DataError, quote
 from .inference import classes_of, face_of, predict_probs
 from .photos import BOX_COLOR, draw_face
 from .preprocess import FaceFormat
 from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
-from .tracking import FaceTracker, Track, TrackerConfig, appearance, smooth
+from .tracking import FaceTracker, Track, TrackerConfig, appearance, iou, smooth
 
-__all__ = ["VideoConfig", "VideoResult", "analyze_video", "csv_fields", "classes_in", "draw_track", "panel_layout",
+__all__ = ["VideoConfig", "VideoResult", "analyze_video", "FaceFollower", "csv_fields", "classes_in", "draw_track", "panel_layout",
            "read_frames", "emotion_shares", "open_video", "FaceTracker", "Track", "smooth"]
 
 def csv_fields(classes) -> list[str]:
@@ -58,6 +60,11 @@ class VideoConfig(TrackerConfig):
     # by time, not by frame count, keeps a low-frame-rate clip's gaps as short as they are in the clip.
     max_rate: float | None = None
     smoothing: float = 0.5         # seconds: the time constant of each face's moving average
+    # Seconds of video between whole-frame searches; in between, each face is found again around where it was
+    # (FaceFollower). By time, as max_rate: a new face is found as late at 10 frames/s as at 30. 0: every frame.
+    # 0.2 s: 2.2x the frames/s of searching every frame on a 30 frames/s clip, the drawn (smoothed) labels the
+    # same in every frame there and in 98 % of the frames of the two-face demo clip (benchmarks/video_follow.py).
+    search_every: float = 0.2
     detector: DetectorConfig = DetectorConfig()
     tta: bool = False              # test-time augmentation of every face (10 views: ten times the classifier's work)
 
@@ -177,9 +184,10 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
     check_outputs({"--out": out_video, "--csv": out_csv}, [] if isinstance(source, int) else [source])
     classes, fmt = classes_of(models), face_of(models)
     capture, fps, announced = open_video(source)
-    if cfg.every < 1 or cfg.max_rate is not None and not cfg.max_rate > 0:
+    if cfg.every < 1 or not cfg.search_every >= 0 or cfg.max_rate is not None and not cfg.max_rate > 0:
         capture.release()
-        raise DataError(f"every must be >= 1 and max_rate > 0, not {cfg.every} and {cfg.max_rate}")
+        raise DataError(f"every must be >= 1, search_every >= 0 and max_rate > 0, not {cfg.every}, "
+                        f"{cfg.search_every} and {cfg.max_rate}")
     next_analysis = 0.0  # seconds: the time from which the next frame may be analysed under max_rate
     writer, finals, temps = None, {}, {}
     for kind, path in (("video", out_video), ("csv", out_csv)):
@@ -192,7 +200,7 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
     table = csv.DictWriter(csv_file, fieldnames=csv_fields(classes)) if csv_file else None
     if table:
         table.writeheader()
-    tracker, rows, shown = FaceTracker(cfg), [], []
+    tracker, follower, rows, shown = FaceTracker(cfg), FaceFollower(cfg), [], []
     frame_index, analysed, finished = 0, 0, False
     start = time.perf_counter()
     bar = tqdm(total=announced or None, unit="frame", disable=not progress, desc="video")
@@ -208,7 +216,8 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                 break
             t = frame_index / fps
             if frame_index % cfg.every == 0 and t >= next_analysis - 1e-9:
-                shown = analyse_frame(frame, t, frame_index, models, classes, fmt, tracker, cfg, rows, table)
+                shown = analyse_frame(frame, t, frame_index, models, classes, fmt, tracker, cfg, rows, table,
+                                      follower)
                 analysed += 1
                 if cfg.max_rate:
                     next_analysis = max(next_analysis + 1 / cfg.max_rate, t)  # drift-free: on a grid of times
@@ -247,13 +256,66 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                        thumbnails={face_id: picture for face_id, (_, picture) in sorted(tracker.thumbnails.items())})
 
 
+class FaceFollower:
+    """Where the faces of an analysed frame are: the whole frame searched (fer.detect.detect_faces) every
+    `search_every` seconds of video; in between, each face of the last analysed frame found again in a square
+    around where its motion puts it (fer.detect.find_again, a fraction of the work), and the whole frame searched
+    at once when one of them is not found there. A face lost for up to `max_missing` seconds (hidden behind
+    another) is looked for where it should be, too, and comes back as soon as it is found; a face that comes
+    into view is found at the next whole-frame search, at most search_every seconds late."""
+
+    def __init__(self, cfg: VideoConfig):
+        self.cfg = cfg
+        self.followed: dict[int, tuple[Track, Face]] = {}  # face id: its track and the face as last seen
+        self.searched: float | None = None  # the time of the last whole-frame search
+        self.last: float | None = None      # the time of the last analysed frame
+
+    def faces(self, frame_bgr: np.ndarray, rgb: np.ndarray, t: float) -> list[Face]:
+        if self.searched is not None and t - self.searched < self.cfg.search_every - 1e-9:
+            found, complete = [], True
+            for track, face in self.followed.values():
+                again = find_again(frame_bgr, expected(track, face, t), self.cfg.detector)
+                if again is not None:
+                    found.append(again)
+                elif track.seen == self.last:  # in view a frame ago and not found near there: search it all
+                    complete = False
+                    break
+            if complete and not _any_overlap(found):
+                return found
+        self.searched = t
+        return detect_faces(rgb, self.cfg.detector)
+
+    def follow(self, tracks: list[Track], faces: list[Face], t: float) -> None:
+        """The faces of this frame, with their tracks; the faces lost within max_missing seconds stay."""
+        self.followed.update((track.face_id, (track, face)) for track, face in zip(tracks, faces))
+        self.followed = {i: (track, face) for i, (track, face) in self.followed.items()
+                         if t - track.seen <= self.cfg.max_missing}
+        self.last = t
+
+
+def expected(track: Track, face: Face, t: float) -> Face:
+    """The face where its track's motion puts it at time t (its landmarks moved with it)."""
+    shift = track.velocity * (t - track.seen)
+    x, y, w, h = face.box
+    landmarks = [[px + shift[0], py + shift[1]] for px, py in face.landmarks] if face.landmarks else None
+    return Face((round(x + shift[0]), round(y + shift[1]), w, h), face.score, landmarks)
+
+
+def _any_overlap(faces: list[Face], most: float = 0.5) -> bool:
+    """Whether two of the faces found again are one face (two tracks' squares found the same one)."""
+    return any(iou(a.box, b.box) > most for i, a in enumerate(faces) for b in faces[i + 1:])
+
+
 def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: FaceFormat, tracker: FaceTracker,
-                  cfg: VideoConfig, rows, table) -> list:
-    """Detect, crop and classify (one batch) the faces of one frame; update tracks and the table."""
+                  cfg: VideoConfig, rows, table, follower: FaceFollower | None = None) -> list:
+    """Find (follower: FaceFollower; default a whole-frame search), crop and classify (one batch) the faces of
+    one frame; update tracks and the table."""
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    faces = detect_faces(rgb, cfg.detector)
+    faces = follower.faces(frame_bgr, rgb, t) if follower is not None else detect_faces(rgb, cfg.detector)
     if not faces:
         tracker.update([], t)
+        if follower is not None:
+            follower.follow([], [], t)
         return []
     photo = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if fmt.channels == 1 else rgb
     probs = predict_probs(models, np.stack([crop_face(photo, f, fmt=fmt) for f in faces]), tta=cfg.tta,
@@ -261,6 +323,8 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: F
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
     tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])
+    if follower is not None:
+        follower.follow(tracks, faces, t)
     for face, track, p in zip(faces, tracks, probs):
         smoothed = smooth(track, p, t - previous.get(track.face_id, t), cfg.smoothing)
         row = {"time_s": round(t, 3), "frame": frame_index, "face_id": track.face_id,

@@ -6,9 +6,16 @@ import os
 import zipfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# Under pytest-xdist each worker gets its share of the CPU's threads, before PyTorch is imported (OpenMP reads
+# this once) and for every process a test starts: two workers with a thread a core each, not four threads
+# contending for two cores (PyTorch's OpenMP threads slow down many times over when they compete).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+import numpy as np  # noqa: E402 - after the thread count above
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from fer.datasets import CSV_CODE_TO_CLASS
 from fer.preprocess import CLASSES

@@ -115,3 +115,25 @@ def test_labels_are_drawn_inside_the_photo_and_readable(size):
     label_pixels = np.all(drawn == BOX_COLOR, axis=-1).sum()
     assert label_pixels > 0.002 * w * h  # two filled label backgrounds, scaled with the photo
     assert drawn.shape[:2] == (h, w)
+
+
+def shifted(rgb: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    return cv2.warpAffine(rgb, np.float32([[1, 0, dx], [0, 1, dy]]), rgb.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("quarter", [0, 1, 2, 3])
+def test_a_face_is_found_again_near_where_it_was_as_a_whole_photo_search_finds_it(quarter):
+    """Video between whole-frame searches (fer.video.FaceFollower): the face of the last frame searched for in a
+    small square around it, turned as it was, gives the box and landmarks a whole-photo search gives."""
+    from fer.detect import find_again, quarter_turns
+    from fer.tracking import iou
+    photo = np.ascontiguousarray(np.rot90(HOPPER, quarter))  # np.rot90: counter-clockwise
+    [before] = detect_faces(photo)
+    assert quarter_turns(before) == (-quarter) % 4  # the turns that make it upright again
+    moved = np.ascontiguousarray(shifted(photo, 14, -9))
+    [whole] = detect_faces(moved)
+    again = find_again(cv2.cvtColor(moved, cv2.COLOR_RGB2BGR), before)
+    assert again is not None and iou(again.box, whole.box) >= 0.8  # YuNet's boxes vary with the scale it sees
+    assert np.abs(landmarks_in_crop(again) - landmarks_in_crop(whole)).max() < 2.0  # the crop: pixels of 48
+    gone = np.full_like(photo, 128)
+    assert find_again(cv2.cvtColor(gone, cv2.COLOR_RGB2BGR), before) is None

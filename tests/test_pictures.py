@@ -12,7 +12,7 @@ from PIL import Image
 
 from fer.charts import plot_timeline, timeline_segments
 from fer.cli import main
-from fer.gallery import VIDEO_MAX_RATE, Gallery
+from fer.gallery import VIDEO_MAX_RATE, Gallery, analyse_video_upload
 from fer.inference import load_engine
 from fer.photos import draw_face, draw_labels, predict_image
 from fer.preprocess import CLASSES
@@ -73,7 +73,7 @@ def test_the_panel_stays_inside_a_frame_with_the_face_at_the_bottom_edge():
 @pytest.mark.skipif(not SHIPPED_CLIP.exists(), reason="no shipped clip")
 def test_the_shipped_clip_gives_two_faces_in_the_gallery_and_on_the_command_line(capsys):
     engine = load_engine(None, "auto")
-    gallery = Gallery._analyse_video(SHIPPED_CLIP.name, SHIPPED_CLIP.read_bytes(), [engine])
+    gallery = analyse_video_upload(SHIPPED_CLIP.name, SHIPPED_CLIP.read_bytes(), [engine])
     command_line = analyze_video(SHIPPED_CLIP, [engine], cfg=VideoConfig(), progress=False)
     assert gallery.table["face_id"].nunique() == 2
     assert command_line.table["face_id"].nunique() == 2

@@ -10,6 +10,7 @@ import pytest
 from fer.cli import main
 from fer.democlip import Walk, render, write_clip
 from fer.inference import load_engine
+from fer.tracking import iou
 from fer.video import FaceTracker, Track, VideoConfig, analyze_video, smooth
 
 FPS = 10
@@ -116,7 +117,8 @@ def test_the_tracker_matches_by_overlap_then_by_motion():
 def test_annotated_video_keeps_the_frame_rate_and_the_frames(tmp_path, capsys, untrained_weights):
     video = clip(tmp_path / "in.mp4", CROSSING, seconds=2.0)
     code, out, err = run(["video", video, "--weights", untrained_weights, "--engine", "torch", "--out",
-                          tmp_path / "out.mp4", "--csv", tmp_path / "out.csv", "--json", "--no-progress"], capsys)
+                          tmp_path / "out.mp4", "--csv", tmp_path / "out.csv", "--json", "--no-progress",
+                          "--search-every", "0.3"], capsys)
     assert code == 0, err
     summary = json.loads(out)
     capture = cv2.VideoCapture(str(tmp_path / "out.mp4"))
@@ -200,3 +202,25 @@ def test_the_tracker_s_iou_is_torchvision_s():
     got = np.array([iou(a, b) for a, b in zip(boxes[:100], boxes[100:])])
     assert np.allclose(got, expected) and (got > 0).sum() > 10
     assert iou(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 0])) == 0.0
+
+
+def test_between_whole_frame_searches_each_face_is_followed_and_labelled_as_a_search_would(tmp_path, engine,
+                                                                                               monkeypatch):
+    import fer.video
+    searches = []
+    search = fer.video.detect_faces
+    monkeypatch.setattr(fer.video, "detect_faces", lambda *a, **k: searches.append(1) or search(*a, **k))
+    video = clip(tmp_path / "cross.mp4", CROSSING, seconds=3.0)
+    every = analyze_video(video, engine, cfg=VideoConfig(smoothing=0, search_every=0), progress=False).table
+    whole_searches, searches[:] = len(searches), []
+    followed = analyze_video(video, engine, cfg=VideoConfig(smoothing=0, search_every=0.5), progress=False).table
+    assert whole_searches == 30 and len(searches) <= 30 / 5 + 3  # 10 frames/s: one in 5, and where one was lost
+    assert set(followed["face_id"]) == {1, 2} and len(followed) >= 0.95 * len(every)
+    joined = every.merge(followed, on=["frame", "face_id"], suffixes=("", "_followed"))
+    assert len(joined) >= 0.95 * len(every)
+    boxes = zip(joined[["x", "y", "w", "h"]].to_numpy(), joined[["x_followed", "y_followed", "w_followed",
+                                                                  "h_followed"]].to_numpy())
+    assert np.mean([iou(a, b) >= 0.8 for a, b in boxes]) >= 0.95
+    assert (joined["label"] == joined["label_followed"]).mean() >= 0.9
+    with pytest.raises(ValueError, match="search_every"):
+        analyze_video(video, engine, cfg=VideoConfig(search_every=-1), progress=False)

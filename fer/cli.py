@@ -158,7 +158,7 @@ def add_video_arguments(v: argparse.ArgumentParser) -> None:
     v.add_argument("--every", type=positive_int, default=1, help="analyse every Nth frame (default 1: all)")
     v.add_argument("--search-every", type=float, default=VideoConfig.search_every, metavar="S",
                    help="search the whole frame every S seconds of video, and in between find each face again "
-                        f"near where it was, a few percent of the work (default {VideoConfig.search_every:g}; 0: every "
+                        f"near where it was, a fraction of the work (default {VideoConfig.search_every:g}; 0: every "
                         "analysed frame)")
     v.add_argument("--max-rate", type=float, default=None, metavar="FPS",
                    help="analyse at most FPS frames per second of video, by time (the gallery uses 10)")

@@ -2,7 +2,7 @@
 
 The faces of a frame go through the same detection, crop and classifier as a photo (`fer.photos`), batched;
 with `search_every` S > 0 the whole frame is searched every S seconds of video and each face is found again in
-a small square around where it was in between (FaceFollower), which costs a few percent of a search.
+a square around where it was in between (FaceFollower), which costs a fraction of a search.
 A tracker (fer.tracking) keeps each face's identity across frames: box overlap and the distance to where its
 motion says it should be, checked against its appearance (a colour histogram of the face). A face lost for up to
 `max_missing` seconds (hidden behind another) gets its id back near where it should be, one lost for up to
@@ -36,8 +36,8 @@ from .preprocess import FaceFormat
 from .runtime import check_outputs, native_stderr_silenced, remove_stale_temp_files, temp_name
 from .tracking import FaceTracker, Track, TrackerConfig, appearance, iou, smooth
 
-__all__ = ["VideoConfig", "VideoResult", "analyze_video", "FaceFollower", "csv_fields", "classes_in", "draw_track", "panel_layout",
-           "read_frames", "emotion_shares", "open_video", "FaceTracker", "Track", "smooth"]
+__all__ = ["VideoConfig", "VideoResult", "analyze_video", "FaceFollower", "csv_fields", "classes_in", "draw_track",
+           "panel_layout", "read_frames", "emotion_shares", "open_video", "FaceTracker", "Track", "smooth"]
 
 def csv_fields(classes) -> list[str]:
     """The columns of the table: one row per analysed frame and face, a raw and a smoothed column per class."""
@@ -216,8 +216,8 @@ def analyze_video(source, models, out_video=None, out_csv=None, cfg: VideoConfig
                 break
             t = frame_index / fps
             if frame_index % cfg.every == 0 and t >= next_analysis - 1e-9:
-                shown = analyse_frame(frame, t, frame_index, models, classes, fmt, tracker, cfg, rows, table,
-                                      follower)
+                shown = analyse_frame(frame, t, frame_index, models, classes, fmt, tracker, follower, cfg, rows,
+                                      table)
                 analysed += 1
                 if cfg.max_rate:
                     next_analysis = max(next_analysis + 1 / cfg.max_rate, t)  # drift-free: on a grid of times
@@ -307,15 +307,13 @@ def _any_overlap(faces: list[Face], most: float = 0.5) -> bool:
 
 
 def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: FaceFormat, tracker: FaceTracker,
-                  cfg: VideoConfig, rows, table, follower: FaceFollower | None = None) -> list:
-    """Find (follower: FaceFollower; default a whole-frame search), crop and classify (one batch) the faces of
-    one frame; update tracks and the table."""
+                  follower: FaceFollower, cfg: VideoConfig, rows, table) -> list:
+    """Find (the follower), crop and classify (one batch) the faces of one frame; update tracks and the table."""
     rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    faces = follower.faces(frame_bgr, rgb, t) if follower is not None else detect_faces(rgb, cfg.detector)
+    faces = follower.faces(frame_bgr, rgb, t)
     if not faces:
         tracker.update([], t)
-        if follower is not None:
-            follower.follow([], [], t)
+        follower.follow([], [], t)
         return []
     photo = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if fmt.channels == 1 else rgb
     probs = predict_probs(models, np.stack([crop_face(photo, f, fmt=fmt) for f in faces]), tta=cfg.tta,
@@ -323,8 +321,7 @@ def analyse_frame(frame_bgr, t: float, frame_index: int, models, classes, fmt: F
     shown = []
     previous = {tr.face_id: tr.seen for tr in tracker.tracks}
     tracks = tracker.update([f.box for f in faces], t, [appearance(frame_bgr, f.box) for f in faces])
-    if follower is not None:
-        follower.follow(tracks, faces, t)
+    follower.follow(tracks, faces, t)
     for face, track, p in zip(faces, tracks, probs):
         smoothed = smooth(track, p, t - previous.get(track.face_id, t), cfg.smoothing)
         row = {"time_s": round(t, 3), "frame": frame_index, "face_id": track.face_id,

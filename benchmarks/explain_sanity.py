@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 
 from fer.datasets import load_split
-from fer.explain import LAYERS, default_layer, grad_cam, stage_grids, stage_strides
+from fer.explain import default_layer, grad_cam, stage_grids, stage_strides
 from fer.inference import predict_probs
-from fer.model import build_model
+from fer.model import LAYERS, build_model
 from fer.preprocess import normalize
 from fer.api import load
 from fer.inference import TorchEngine

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 
 from .detect import Face, crop_to_photo
 from .errors import ConfigError
-from .model import LAYERS
 from .preprocess import FaceFormat, normalize
 from .spec import ModelSpec
 

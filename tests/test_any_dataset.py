@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from fer.cli import main
 from fer.datasets import FERPLUS_CLASSES, RAFDB_CLASSES, load_split, splits_of
 from fer.errors import DataError
 from fer.preprocess import FaceFormat

@@ -4,7 +4,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from fer.cli import main
 from fer.config import CONFIG_VERSION, TrainConfig
 from fer.errors import ConfigError
 from fer.model import ModelConfig

@@ -1,18 +1,14 @@
 """Issue 24's wider probe, one test (or more) per numbered case: no crash, no user file destroyed, one line on
 stderr and exit 2 for every refused input, and nothing written that the kit would itself refuse to read."""
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from fer.cli import main
 from fer.democlip import Walk, render, write_clip

@@ -6,10 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from fer.cli import main
 from fer.datasets import load_split
 from fer.errors import DataError, WeightsError
 from fer.model import ModelConfig, build_model

@@ -14,7 +14,7 @@ from fer.charts import plot_timeline, timeline_segments
 from fer.cli import main
 from fer.gallery import VIDEO_MAX_RATE, Gallery, analyse_video_upload
 from fer.inference import load_engine
-from fer.photos import draw_face, draw_labels, predict_image
+from fer.photos import draw_face, draw_labels
 from fer.preprocess import CLASSES
 from fer.video import PANEL_MIN_ROW, VideoConfig, analyze_video, draw_track, panel_layout
 from tests.conftest import REPO

@@ -11,11 +11,15 @@ A `Model` is the engines of one weights file or of an ensemble's members with th
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .inference import load_engines, predict_probs, spec_of
 from .spec import ModelSpec
+
+if TYPE_CHECKING:  # annotations only: PyTorch is imported where it is used (the int8 path needs none)
+    import torch
 
 
 class Model:

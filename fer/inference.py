@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .paths import DEFAULT_WEIGHTS
 from .preprocess import IMAGE_SIZE, FaceFormat, normalize
 from .spec import ModelSpec, common_spec
 from .weights import load_network, read_metadata
+
+if TYPE_CHECKING:  # annotations only: PyTorch is imported where it is used (the int8 path needs none)
+    import torch
 
 # Test-time augmentation: the face, shifted by 3 px (of 48; as much of a larger face) in four directions, each
 # also mirrored (10 views).

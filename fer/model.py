@@ -18,10 +18,13 @@ import difflib
 import functools
 import numbers
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import ConfigError
 from .preprocess import IMAGE_SIZE, FaceFormat
+
+if TYPE_CHECKING:  # annotations only: PyTorch is imported where it is used (the int8 path needs none)
+    from torch import nn
 
 # torch and torchvision are imported where a network is built, not here: a ModelConfig of a registered backbone
 # is read and checked without them, so the int8 path (fer predict) never loads PyTorch.

@@ -11,8 +11,12 @@ import platform
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: PyTorch is imported where it is used (the int8 path needs none)
+    import torch
 
 # ---------------------------------------------------------------------------------------------------
 # Device and precision

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 
@@ -18,6 +19,9 @@ from .model import build_model, load_state
 from .paths import DEFAULT_WEIGHTS, REPO_ROOT
 from .runtime import atomic_write
 from .spec import FORMAT, SPEC_KEYS, ModelSpec, is_number
+
+if TYPE_CHECKING:  # annotations only: PyTorch is imported where it is used (the int8 path needs none)
+    import torch
 
 
 def git_commit() -> str:

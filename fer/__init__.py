@@ -7,6 +7,7 @@ import importlib
 
 _HOMES = {"load_split": "datasets", "ConfigError": "errors", "DataError": "errors", "FerError": "errors",
           "WeightsError": "errors", "ModelConfig": "model", "build_model": "model", "DEFAULT_WEIGHTS": "paths",
+          "FAST_WEIGHTS": "paths",
           "predict": "photos", "predict_files": "photos", "predict_image": "photos", "CLASSES": "preprocess",
           "preprocess_face": "preprocess", "load_model": "api", "save_weights": "weights",
           "load_engine": "inference", "as_image": "images", "load": "api", "Model": "api", "ModelSpec": "spec",

@@ -218,8 +218,12 @@ def add_weights_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", nargs="+", action="extend", default=None, metavar="FILE",
                         help="weights file(s) or an ensemble list (NAME.txt, one file a line); several are "
                              "ensembled, each with its own temperature; repeatable (default: the shipped model)")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="the shipped ensemble: the members trained_models/ensemble.txt names")
+    shipped = parser.add_mutually_exclusive_group()
+    shipped.add_argument("--ensemble", action="store_true",
+                         help="the shipped ensemble: the members trained_models/ensemble.txt names")
+    shipped.add_argument("--fast", action="store_true",
+                         help="the shipped small model, trained_models/resnet18_w16.safetensors: several times "
+                              "faster, a few points less accurate (README, 'The small model')")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="what runs the network (auto: int8 ONNX Runtime where its file exists, else torch)")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation (shifts and mirror images)")
@@ -327,13 +331,19 @@ def run_average(args) -> int:
 
 
 def weights_of(args) -> list:
-    """The weights files --weights and --ensemble name, ensemble lists expanded; [None]: the shipped model."""
+    """The weights files --weights, --ensemble and --fast name, ensemble lists expanded; [None]: the shipped
+    model."""
     from .ensemble import expand_weights
     from .errors import WeightsError
-    from .paths import ENSEMBLE_MANIFEST
+    from .paths import ENSEMBLE_MANIFEST, FAST_WEIGHTS
     if args.ensemble and not ENSEMBLE_MANIFEST.is_file():
         raise WeightsError(f"--ensemble: there is no {ENSEMBLE_MANIFEST.name} in {ENSEMBLE_MANIFEST.parent}")
-    return expand_weights((args.weights or []) + ([ENSEMBLE_MANIFEST] if args.ensemble else [])) or [None]
+    if args.fast and args.weights:  # an ensemble with the small model in it would not be fast
+        raise WeightsError("--fast is the shipped small model: give it or --weights, not both")
+    if args.fast and not FAST_WEIGHTS.is_file():
+        raise WeightsError(f"--fast: there is no {FAST_WEIGHTS.name} in {FAST_WEIGHTS.parent}")
+    return expand_weights((args.weights or []) + ([ENSEMBLE_MANIFEST] if args.ensemble else [])
+                          + ([FAST_WEIGHTS] if args.fast else [])) or [None]
 
 
 def load_engines(args) -> list:
@@ -357,7 +367,8 @@ def run_evaluate(args) -> int:
     faces = load_split(args.data, args.split, face=face_of(models))
     result = evaluate(models, faces, tta=args.tta, batch_size=args.batch_size)
     result.update(split=faces.split, data=faces.source, tta=args.tta,
-                  weights=[str(p) for p in weights_of(args)] if args.weights or args.ensemble else ["default"],
+                  weights=([str(p) for p in weights_of(args)] if args.weights or args.ensemble or args.fast
+                           else ["default"]),
                   engine=[m.name for m in models])
     if args.json:
         print(json.dumps(result, allow_nan=False))

@@ -15,6 +15,8 @@ DATASET_DIR = REPO_ROOT / "dataset_1"
 TRAINED_MODELS_DIR = REPO_ROOT / "trained_models"
 # The CPU flagship (README, "The shipped model"); the first shipped model, resnet50_dropout, is in git history.
 DEFAULT_WEIGHTS = TRAINED_MODELS_DIR / "resnet50.safetensors"
+# The small fast model (README, "The small model"; --fast): a narrow ResNet18 distilled from the default.
+FAST_WEIGHTS = TRAINED_MODELS_DIR / "resnet18_w16.safetensors"
 # The models the README names as the ensemble, one file name a line (the gallery's and CLI's ensemble).
 ENSEMBLE_MANIFEST = TRAINED_MODELS_DIR / "ensemble.txt"
 CHARTS_DIR = REPO_ROOT / "charts"

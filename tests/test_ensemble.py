@@ -65,3 +65,18 @@ def test_ensemble_is_one_flag_and_reports_its_calibration(members, fer_folder, t
     monkeypatch.setattr(fer.paths, "ENSEMBLE_MANIFEST", tmp_path / "missing.txt")
     code, out, err = run(["evaluate", fer_folder, "--ensemble"], capsys)
     assert code == 2 and "--ensemble" in err and err.count("\n") == 1
+
+
+def test_fast_is_one_flag_for_the_small_model(untrained_weights, fer_folder, capsys, monkeypatch):
+    """--fast names the shipped small model; with --weights or --ensemble it is refused, not ensembled."""
+    monkeypatch.setattr(fer.paths, "FAST_WEIGHTS", untrained_weights)
+    code, out, err = run(["evaluate", fer_folder, "--fast", "--engine", "torch", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["weights"] == [str(untrained_weights)]
+    code, out, err = run(["evaluate", fer_folder, "--fast", "--weights", untrained_weights], capsys)
+    assert code == 2 and "--fast" in err and err.count("\n") == 1
+    code, out, err = run(["evaluate", fer_folder, "--fast", "--ensemble"], capsys)
+    assert code == 2 and "not allowed with" in err
+    monkeypatch.setattr(fer.paths, "FAST_WEIGHTS", untrained_weights.parent / "missing.safetensors")
+    code, out, err = run(["evaluate", fer_folder, "--fast"], capsys)
+    assert code == 2 and "--fast" in err and "missing.safetensors" in err and err.count("\n") == 1

@@ -10,7 +10,7 @@ from fer.datasets import load_split
 from fer.errors import WeightsError
 from fer.export import export_onnx, int8_onnx_path, onnx_metadata, weights_digest
 from fer.inference import load_engine, predict_probs
-from fer.paths import DEFAULT_WEIGHTS
+from fer.paths import DEFAULT_WEIGHTS, FAST_WEIGHTS
 from fer.weights import update_metadata
 from tests.conftest import PORTRAITS
 
@@ -79,23 +79,28 @@ def test_a_broken_onnx_file_is_one_line_and_exit_2(exported, tmp_path, capsys, k
     assert {"missing": "no int8 model", "truncated": "not an ONNX model", "foreign": "not one of fer's"}[kind] in err
 
 
-@pytest.mark.skipif(not int8_onnx_path(DEFAULT_WEIGHTS).exists(), reason="no shipped int8 model")
-def test_the_shipped_int8_model_belongs_to_the_shipped_weights_and_is_the_default():
-    assert onnx_metadata(int8_onnx_path(DEFAULT_WEIGHTS))["weights_sha256"] == weights_digest(DEFAULT_WEIGHTS)
-    assert load_engine().name == "onnx-int8"
+SHIPPED = [pytest.param(w, id=w.stem,
+                        marks=pytest.mark.skipif(not int8_onnx_path(w).exists(), reason="no shipped int8 model"))
+           for w in (DEFAULT_WEIGHTS, FAST_WEIGHTS)]
+
+
+@pytest.mark.parametrize("weights", SHIPPED)
+def test_each_shipped_int8_model_belongs_to_its_weights_and_is_their_default_engine(weights):
+    assert onnx_metadata(int8_onnx_path(weights))["weights_sha256"] == weights_digest(weights)
+    assert load_engine(None if weights == DEFAULT_WEIGHTS else weights).name == "onnx-int8"
 
 
 @pytest.mark.real_data
-@pytest.mark.skipif(not int8_onnx_path(DEFAULT_WEIGHTS).exists(), reason="no shipped int8 model")
-def test_the_shipped_int8_model_scores_within_0_3_points_of_pytorch_on_public_test(real_zip):
+@pytest.mark.parametrize("weights", SHIPPED)
+def test_each_shipped_int8_model_scores_within_0_3_points_of_pytorch_on_public_test(real_zip, weights):
     public = load_split(real_zip, "public")
-    torch_probs = predict_probs(load_engine(None, "torch"), public.images)
-    int8_probs = predict_probs(load_engine(None, "onnx-int8"), public.images)
+    torch_probs = predict_probs(load_engine(weights, "torch"), public.images)
+    int8_probs = predict_probs(load_engine(weights, "onnx-int8"), public.images)
     torch_acc = (torch_probs.argmax(1) == public.labels).float().mean().item()
     int8_acc = (int8_probs.argmax(1) == public.labels).float().mean().item()
     assert abs(int8_acc - torch_acc) <= 0.003, (int8_acc, torch_acc)
     assert (torch_probs.argmax(1) == int8_probs.argmax(1)).float().mean() >= 0.97
-    float_probs = predict_probs(load_engine(None, "onnx"), public.images[:500])
+    float_probs = predict_probs(load_engine(weights, "onnx"), public.images[:500])
     assert (torch_probs[:500].argmax(1) == float_probs.argmax(1)).float().mean() >= 0.99
 
 

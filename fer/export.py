@@ -30,6 +30,7 @@ from .weights import load_network, read_metadata, read_spec
 ONNX_FORMAT = "fer-onnx/1"
 INPUT_NAME, OUTPUT_NAME = "faces", "logits"
 CALIBRATION_CROPS = 512
+ONNX_MAX_BYTES = 2**31  # one protobuf message
 
 
 def weights_digest(path) -> str:
@@ -65,6 +66,10 @@ def export_onnx(weights=None, out=None) -> Path:
     out = Path(out) if out else float_onnx_path(weights)
     check_outputs({"--out": out}, [weights])
     model, spec = load_network(weights)
+    size = sum(t.numel() for t in model.state_dict().values()) * 4
+    if size >= ONNX_MAX_BYTES:  # protobuf's limit: past it onnx.save fails with a bare EncodeError
+        raise WeightsError(f"{quote(weights)} holds {size / 1e9:.1f} GB of float32 tensors, and an ONNX file at most "
+                           f"{ONNX_MAX_BYTES / 1e9:.1f} GB: use --engine torch")
     example = torch.randn(2, *spec.face.input_size)
     with warnings.catch_warnings(), atomic_write(out) as tmp:
         warnings.simplefilter("ignore")

@@ -116,3 +116,14 @@ def test_an_onnx_file_whose_input_size_is_not_its_graphs_is_refused(exported, tm
     onnx.save(proto, str(forged))
     with pytest.raises(WeightsError, match="graph does not map|no input size"):
         onnx_metadata(forged)
+
+
+def test_weights_too_large_for_one_onnx_file_are_refused_in_one_line(untrained_weights, tmp_path, monkeypatch, capsys):
+    # regnet_y_128gf's float32 weights are 2.6 GB, past protobuf's 2 GB (the slow test of every torchvision
+    # network trains it); a limit of 1 MB makes a ResNet50 stand in for it here.
+    monkeypatch.setattr("fer.export.ONNX_MAX_BYTES", 2**20)
+    out = tmp_path / "big.onnx"
+    assert main(["export", "--weights", str(untrained_weights), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "an ONNX file at most" in err and "--engine torch" in err
+    assert not out.exists()
